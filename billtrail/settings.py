@@ -1,0 +1,111 @@
+"""Settings: one frozen object read from the environment, with working defaults
+for the embedded (SQLite, one box) mode. Reading settings never touches the disk or
+the network; `bootstrap` turns them into concrete pieces."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_VAR_DIR = Path("var")
+SANDBOX_API_KEY = "sk_test_billtrail_sandbox"
+
+
+class SettingsError(ValueError):
+    """A setting has a value billtrail cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class DatabaseURL:
+    """`sqlite:///path/to/file.db` or `postgresql://user[:password]@host[:port]/db[?schema=S]`."""
+
+    backend: str
+    path: Path | None = None
+    user: str = ""
+    password: str = ""
+    host: str = ""
+    port: int = 5432
+    dbname: str = ""
+    schema: str = "public"
+
+    @classmethod
+    def parse(cls, url: str) -> DatabaseURL:
+        parts = urlsplit(url)
+        if parts.scheme == "sqlite":
+            # sqlite:///relative/path.db and sqlite:////absolute/path.db, as SQLAlchemy spells them.
+            raw = unquote(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else ""
+            if not raw:
+                raise SettingsError(f"BILLTRAIL_DATABASE_URL: no file path in {url!r}")
+            return cls(backend="sqlite", path=Path(raw))
+        if parts.scheme in ("postgresql", "postgres"):
+            dbname = parts.path.lstrip("/")
+            if not parts.hostname or not dbname:
+                raise SettingsError(
+                    f"BILLTRAIL_DATABASE_URL: expected postgresql://user@host:port/db, got {url!r}"
+                )
+            try:
+                port = parts.port or 5432
+            except ValueError as exc:
+                raise SettingsError(f"BILLTRAIL_DATABASE_URL: bad port in {url!r}") from exc
+            schema = parse_qs(parts.query).get("schema", ["public"])[0]
+            return cls(
+                backend="postgres",
+                user=unquote(parts.username or "postgres"),
+                password=unquote(parts.password or ""),
+                host=parts.hostname,
+                port=port,
+                dbname=dbname,
+                schema=schema,
+            )
+        raise SettingsError(
+            f"BILLTRAIL_DATABASE_URL must start with sqlite:/// or postgresql://, got {url!r}"
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    database: DatabaseURL
+    var_dir: Path
+    secret_key: str | None
+    seal_key: bytes | None
+    seal_key_file: Path
+    timezone: ZoneInfo
+    stripe_api_key: str
+    stripe_api_base: str | None
+    stripe_webhook_secrets: tuple[str, ...]
+    smtp_url: str | None
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        var_dir = Path(env.get("BILLTRAIL_VAR_DIR") or DEFAULT_VAR_DIR)
+        database_url = env.get("BILLTRAIL_DATABASE_URL") or f"sqlite:///{var_dir / 'billtrail.db'}"
+        tz_name = env.get("BILLTRAIL_TIMEZONE") or "UTC"
+        try:
+            timezone = ZoneInfo(tz_name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise SettingsError(f"BILLTRAIL_TIMEZONE: unknown time zone {tz_name!r}") from exc
+        seal = env.get("BILLTRAIL_SEAL_KEY")
+        secrets = tuple(
+            s.strip() for s in (env.get("STRIPE_WEBHOOK_SECRET") or "").split(",") if s.strip()
+        )
+        return cls(
+            database_url=database_url,
+            database=DatabaseURL.parse(database_url),
+            var_dir=var_dir,
+            secret_key=env.get("BILLTRAIL_SECRET_KEY") or None,
+            seal_key=seal.encode() if seal else None,
+            seal_key_file=var_dir / "seal.key",
+            timezone=timezone,
+            stripe_api_key=env.get("STRIPE_API_KEY") or SANDBOX_API_KEY,
+            stripe_api_base=env.get("STRIPE_API_BASE") or None,
+            stripe_webhook_secrets=secrets,
+            smtp_url=env.get("BILLTRAIL_SMTP_URL") or None,
+            env=env,
+        )
