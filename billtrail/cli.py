@@ -33,11 +33,13 @@ def user_errors(*kinds: type[BaseException]) -> Callable[[F], F]:
     """Turn the listed exception kinds (plus bad settings) into UsageFailure."""
 
     def decorate(fn: F) -> F:
+        caught: tuple[type[BaseException], ...] = (SettingsError, *kinds)
+
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
-            except (SettingsError, *kinds) as exc:
+            except caught as exc:
                 raise UsageFailure(str(exc)) from exc
 
         return wrapper  # type: ignore[return-value]

@@ -1,0 +1,11 @@
+"""The Ledger: every concept's commands on one application, one log."""
+
+from __future__ import annotations
+
+from ledger.invoices.application import InvoiceCommands
+from ledger.rates.application import RateCommands
+from ledger.usage.application import UsageCommands
+
+
+class Ledger(InvoiceCommands, UsageCommands, RateCommands):
+    """billtrail's event-sourced audit ledger."""

@@ -1,0 +1,178 @@
+"""Commands and queries on invoices. Stripe is the authority on an invoice's
+money and state; `observe_invoice` takes what Stripe reports now (a snapshot, read
+fresh from Stripe by the adapter) and records only what really changed, so webhooks
+may arrive twice, late or out of order and the ledger still holds each fact once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+from ledger.application import topics_of
+from ledger.entities.application import EntityCommands
+from ledger.errors import InvalidInvoice, UnknownInvoice
+from ledger.invoices.domain import Invoice, Status, Totals
+from ledger.sources import Source
+from ledger.values import Line, Period
+
+
+@dataclass(frozen=True)
+class CreditNoteSnapshot:
+    credit_note_id: str
+    number: str
+    amount: Decimal
+    reason: str
+    memo: str
+    voided: bool = False
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InvoiceSnapshot:
+    """An invoice as Stripe reports it at one moment, in ledger terms."""
+
+    stripe_id: str
+    entity_id: str
+    currency: str
+    period: Period
+    status: str  # Stripe's: draft, open, paid, void, uncollectible
+    lines: list[Line]
+    totals: Totals
+    number: str | None = None
+    issue_date: date | None = None
+    due_date: date | None = None
+    attempt_count: int = 0
+    next_attempt_at: datetime | None = None
+    last_failure: str = ""
+    amount_paid: Decimal = Decimal(0)
+    paid_at: datetime | None = None
+    receipt_number: str | None = None
+    charge_id: str | None = None
+    voided_at: datetime | None = None
+    marked_uncollectible_at: datetime | None = None
+    credit_notes: list[CreditNoteSnapshot] = field(default_factory=list)
+    replaces: str | None = None
+
+
+def _missing(ref: str) -> UnknownInvoice:
+    return UnknownInvoice(f"no invoice {ref!r}")
+
+
+class InvoiceCommands(EntityCommands):
+    def observe_invoice(self, snapshot: InvoiceSnapshot, source: Source) -> bool:
+        """Record whatever in `snapshot` the ledger does not know yet. True if
+        anything was recorded."""
+        if snapshot.status not in {s.value for s in Status} or snapshot.status == "past_due":
+            raise InvalidInvoice(f"Stripe reports an unknown invoice status {snapshot.status!r}")
+        self.entity(snapshot.entity_id)
+        invoice_id = Invoice.create_id(snapshot.stripe_id)
+        created = False
+        if not self.exists(invoice_id):
+            draft = Invoice.draft(
+                snapshot.stripe_id,
+                snapshot.entity_id,
+                snapshot.currency,
+                snapshot.period,
+                snapshot.lines,
+                snapshot.totals,
+                source,
+                self.clock(),
+                replaces=snapshot.replaces,
+            )
+            _catch_up(draft, snapshot, source, self.clock())
+            key = self.source_key(source, "observe_invoice", invoice_id)
+            created = self._create(draft, source_keys=[key] if key else [])
+        if created:
+            return True
+        at = self.clock()
+        return self._change(
+            Invoice,
+            invoice_id,
+            "observe_invoice",
+            source,
+            lambda inv: _catch_up(inv, snapshot, source, at),
+            lambda: _missing(snapshot.stripe_id),
+        )
+
+    def invoice(self, stripe_id: str) -> Invoice:
+        return self.load(Invoice, Invoice.create_id(stripe_id), lambda: _missing(stripe_id))
+
+    def invoice_as_recorded(self, stripe_id: str, at: datetime) -> Invoice:
+        return self.as_recorded(
+            Invoice, Invoice.create_id(stripe_id), at, lambda: _missing(stripe_id)
+        )
+
+    def mark_past_due(self, stripe_id: str, today: date, source: Source) -> bool:
+        at = self.clock()
+        return self._change(
+            Invoice,
+            Invoice.create_id(stripe_id),
+            "mark_past_due",
+            source,
+            lambda inv: inv.mark_past_due(today, source, at),
+            lambda: _missing(stripe_id),
+        )
+
+    def mark_replaced(
+        self, stripe_id: str, replacement_stripe_id: str, reason: str, source: Source
+    ) -> bool:
+        at = self.clock()
+        return self._change(
+            Invoice,
+            Invoice.create_id(stripe_id),
+            "mark_replaced",
+            source,
+            lambda inv: inv.mark_replaced(replacement_stripe_id, reason, source, at),
+            lambda: _missing(stripe_id),
+        )
+
+    def invoices(self) -> list[Invoice]:
+        """Every invoice in the order first recorded. (The portal reads the projection.)"""
+        ids = [e.stripe_id for e in self.events_of_topics(topics_of(Invoice.Drafted))]
+        return [self.invoice(stripe_id) for stripe_id in ids]
+
+
+def _catch_up(invoice: Invoice, s: InvoiceSnapshot, source: Source, at: datetime) -> bool:
+    """Apply to `invoice` the facts in `s` it lacks, in the order Stripe's state
+    machine produces them. Returns whether anything was recorded."""
+    changed = False
+    if invoice.status is Status.DRAFT and s.status == Status.DRAFT:
+        changed |= invoice.revise_lines(s.lines, s.totals, source, at)
+    if invoice.status is Status.DRAFT and s.status != Status.DRAFT:
+        if s.number is None or s.issue_date is None:
+            raise InvalidInvoice(f"Stripe reports {s.stripe_id} finalized without number or date")
+        changed |= invoice.issue(s.number, s.issue_date, s.due_date, s.lines, s.totals, source, at)
+    if (
+        s.attempt_count > invoice.attempt_count
+        and s.status != Status.PAID
+        and invoice.status in (Status.OPEN, Status.PAST_DUE)
+    ):
+        changed |= invoice.fail_payment(
+            s.attempt_count, s.next_attempt_at, s.last_failure, source, at
+        )
+    for note in s.credit_notes:
+        if note.credit_note_id not in invoice.credit_notes and invoice.status is not Status.DRAFT:
+            changed |= invoice.issue_credit_note(
+                note.credit_note_id,
+                note.number,
+                note.amount,
+                note.reason,
+                note.memo,
+                list(note.evidence),
+                source,
+                at,
+            )
+        if note.voided and note.credit_note_id in invoice.credit_notes:
+            changed |= invoice.void_credit_note(note.credit_note_id, source, at)
+    if s.status == Status.UNCOLLECTIBLE and invoice.status in (Status.OPEN, Status.PAST_DUE):
+        changed |= invoice.mark_uncollectible(
+            s.marked_uncollectible_at or at, "marked uncollectible in Stripe", source, at
+        )
+    if s.status == Status.PAID:
+        changed |= invoice.pay(
+            s.amount_paid, s.paid_at or at, s.receipt_number, s.charge_id, source, at
+        )
+    if s.status == Status.VOID:
+        changed |= invoice.void(s.voided_at or at, "voided in Stripe", source, at)
+    return changed
