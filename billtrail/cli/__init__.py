@@ -52,19 +52,15 @@ def cli() -> None:
     """billtrail: the invoices back office and its audit ledger."""
 
 
-@cli.command("stripe-sandbox")
-@click.option("--port", type=click.IntRange(0, 65535), default=12111, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--state", "state_file", type=click.Path(dir_okay=False), default=None)
-def stripe_sandbox(port: int, host: str, state_file: str | None) -> None:
-    """Run the offline Stripe sandbox (the API subset billtrail uses)."""
-    from adapters.stripe.sandbox.server import serve_forever
-
-    serve_forever(host=host, port=port, state_file=state_file)
+def _register_commands() -> None:
+    # Each module adds its commands to `cli`; imported here, not at import time of
+    # this module, so `billtrail --help` stays cheap and nothing runs on import.
+    from billtrail.cli import ledger_commands, sandbox  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point. Click's own usage errors are folded into one line as well."""
+    _register_commands()
     try:
         rv = cli.main(args=argv, prog_name="billtrail", standalone_mode=False)
     except click.exceptions.Abort:

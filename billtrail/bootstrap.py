@@ -1,0 +1,81 @@
+"""The composition root: the only place that builds concrete pieces (the ledger
+on its database, the seal key, the clock, later the Stripe client and the mailer)
+from Settings and hands them out."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from billtrail.settings import DatabaseURL, Settings, SettingsError
+from ledger.app import Ledger
+from ledger.application import utc_now
+
+Clock = Callable[[], datetime]
+
+
+def eventsourcing_env(db: DatabaseURL) -> dict[str, str]:
+    """The eventsourcing library's settings for a database URL."""
+    if db.backend == "sqlite":
+        if db.path is None:
+            raise SettingsError("BILLTRAIL_DATABASE_URL: no SQLite file path")
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(db.path),
+            "SQLITE_LOCK_TIMEOUT": "30",
+        }
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": db.dbname,
+        "POSTGRES_HOST": db.host,
+        "POSTGRES_PORT": str(db.port),
+        "POSTGRES_USER": db.user,
+        "POSTGRES_PASSWORD": db.password,
+        "POSTGRES_SCHEMA": db.schema,
+        # Waiting forever for the events table lock is never what an operator wants.
+        "POSTGRES_LOCK_TIMEOUT": "10",
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "60",
+    }
+
+
+def seal_key(settings: Settings) -> bytes:
+    """BILLTRAIL_SEAL_KEY, or in the embedded default a key file made once."""
+    if settings.seal_key:
+        return settings.seal_key
+    path = settings.seal_key_file
+    if path.exists():
+        key = path.read_bytes().strip()
+        if len(key) < 32:
+            raise SettingsError(f"seal key file {path} holds fewer than 32 bytes")
+        return key
+    if settings.database.backend != "sqlite":
+        raise SettingsError("BILLTRAIL_SEAL_KEY is required with PostgreSQL")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key + b"\n")
+    print(
+        f"billtrail: warning: made a new seal key in {path}; keep it outside the database "
+        "and back it up, or set BILLTRAIL_SEAL_KEY",
+        file=sys.stderr,
+    )
+    return key
+
+
+def ledger(settings: Settings, clock: Clock = utc_now) -> Ledger:
+    db = settings.database
+    if db.backend == "sqlite" and db.path is not None:
+        db.path.parent.mkdir(parents=True, exist_ok=True)
+    return Ledger(eventsourcing_env(db), seal_key=seal_key(settings), clock=clock)
+
+
+def checkpoint_file(settings: Settings) -> Path:
+    """Where `verify` keeps the seal head it last saw for this database, outside it."""
+    digest = hashlib.sha256(settings.database_url.encode()).hexdigest()[:16]
+    return settings.seal_key_file.parent / "seal-checkpoints" / f"{digest}.json"
