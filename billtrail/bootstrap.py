@@ -60,10 +60,9 @@ def seal_key(settings: Settings) -> bytes:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key + b"\n")
-    print(
+    sys.stderr.write(
         f"billtrail: warning: made a new seal key in {path}; keep it outside the database "
-        "and back it up, or set BILLTRAIL_SEAL_KEY",
-        file=sys.stderr,
+        "and back it up, or set BILLTRAIL_SEAL_KEY\n"
     )
     return key
 
