@@ -16,6 +16,8 @@ from billtrail.settings import DatabaseURL, Settings, SettingsError
 from ledger.app import Ledger
 from ledger.application import utc_now
 
+__all__ = ["Clock", "checkpoint_file", "eventsourcing_env", "ledger", "seal_key", "utc_now"]
+
 Clock = Callable[[], datetime]
 
 

@@ -98,6 +98,15 @@ class InvoiceCommands(EntityCommands):
     def invoice(self, stripe_id: str) -> Invoice:
         return self.load(Invoice, Invoice.create_id(stripe_id), lambda: _missing(stripe_id))
 
+    def find_invoice(self, ref: str) -> Invoice:
+        """An invoice by its Stripe id (in_...) or its number."""
+        if ref.startswith("in_"):
+            return self.invoice(ref)
+        for event in self.events_of_topics(topics_of(Invoice.Issued)):
+            if event.number == ref:
+                return self.load(Invoice, event.originator_id, lambda: _missing(ref))
+        raise _missing(ref)
+
     def invoice_as_recorded(self, stripe_id: str, at: datetime) -> Invoice:
         return self.as_recorded(
             Invoice, Invoice.create_id(stripe_id), at, lambda: _missing(stripe_id)
