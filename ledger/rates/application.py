@@ -33,7 +33,10 @@ class RateCommands(EntityCommands):
             rate = Rate.contract(
                 entity_id, currency, unit_price, effective_from, reason, source, self.clock()
             )
-            if self._create(rate):
+            # The contract is the first application of this command from `source`:
+            # keep its key, or a replay of the same source after a revision reverts it.
+            key = self.source_key(source, "set_rate", rate_id)
+            if self._create(rate, source_keys=[key] if key else []):
                 return True
         at = self.clock()
         return self._change(
