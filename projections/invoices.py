@@ -1,0 +1,501 @@
+"""The invoice list: one row per invoice with what the portal's Invoices page and
+`billtrail invoices list` show, and the queries over it (filters, text search, sort,
+keyset pagination, count, and the list as it stood on a past date).
+
+Sorting and paging use `list_date` (the issue date, or for a draft the day it was
+drafted) or `total_units`, always with `seq` (the log position of the invoice's first
+event) as the tie-break, so every page boundary is exact and stable across rebuilds."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from eventsourcing.utils import get_topic
+
+from ledger.entities.domain import BillableEntity
+from ledger.invoices.domain import Invoice
+from projections.base import (
+    POSTGRES,
+    SQLITE,
+    Col,
+    Delivered,
+    FoldProjection,
+    Store,
+    Table,
+    Tx,
+    decode,
+    to_units,
+    utc_day,
+)
+
+STATUSES = ("draft", "open", "paid", "past_due", "uncollectible", "void")
+
+INVOICES = Table(
+    name="proj_invoices",
+    cols=(
+        Col("seq", "bigint", False),
+        Col("invoice_id", "text", False),
+        Col("stripe_id", "text", False),
+        Col("number", "text"),
+        Col("entity_id", "text", False),
+        Col("entity_name", "text", False),
+        Col("currency", "text", False),
+        Col("period_start", "date", False),
+        Col("period_end", "date", False),
+        Col("issue_date", "date"),
+        Col("list_date", "date", False),
+        Col("due_date", "date"),
+        Col("subtotal", "decimal", False),
+        Col("tax", "decimal", False),
+        Col("total", "decimal", False),
+        Col("total_units", "bigint", False),
+        Col("status", "text", False),
+        Col("amount_paid", "decimal", False),
+        Col("paid_at", "timestamp"),
+        Col("attempt_count", "int", False),
+        Col("credit_notes", "json", False),
+        Col("credited", "decimal", False),
+        Col("replaces", "text"),
+        Col("replaced_by", "text"),
+        Col("updated_at", "timestamp", False),
+        Col("position", "bigint", False),
+    ),
+    key=("invoice_id",),
+    rowid_key="seq",
+    # One index per filter combination, each ending in the sort key and the
+    # tie-break, so a filtered page is an index range read in order, never a sort.
+    indexes=(
+        ("list_date", "seq"),
+        ("entity_id", "list_date", "seq"),
+        ("status", "list_date", "seq"),
+        ("entity_id", "status", "list_date", "seq"),
+        ("total_units", "seq"),
+        ("entity_id", "total_units", "seq"),
+        ("status", "total_units", "seq"),
+        ("number",),
+    ),
+    unique=(("stripe_id",),),
+    extra={
+        SQLITE: (
+            # Substring search on number and entity name: an external-content FTS5
+            # trigram index kept in step by triggers, in the rows' own transaction.
+            "CREATE VIRTUAL TABLE IF NOT EXISTS proj_invoices_fts USING fts5("
+            "number, entity_name, content='proj_invoices', content_rowid='seq', "
+            "tokenize='trigram')",
+            "CREATE TRIGGER IF NOT EXISTS proj_invoices_fts_i AFTER INSERT ON proj_invoices "
+            "BEGIN INSERT INTO proj_invoices_fts(rowid, number, entity_name) "
+            "VALUES (new.seq, new.number, new.entity_name); END",
+            "CREATE TRIGGER IF NOT EXISTS proj_invoices_fts_u AFTER UPDATE ON proj_invoices "
+            "WHEN old.number IS NOT new.number OR old.entity_name IS NOT new.entity_name "
+            "BEGIN INSERT INTO proj_invoices_fts(proj_invoices_fts, rowid, number, entity_name) "
+            "VALUES ('delete', old.seq, old.number, old.entity_name); "
+            "INSERT INTO proj_invoices_fts(rowid, number, entity_name) "
+            "VALUES (new.seq, new.number, new.entity_name); END",
+            "CREATE TRIGGER IF NOT EXISTS proj_invoices_fts_d AFTER DELETE ON proj_invoices "
+            "BEGIN INSERT INTO proj_invoices_fts(proj_invoices_fts, rowid, number, entity_name) "
+            "VALUES ('delete', old.seq, old.number, old.entity_name); END",
+        ),
+        POSTGRES: (
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+            "CREATE INDEX IF NOT EXISTS proj_invoices_trgm ON {p}proj_invoices USING gin "
+            "((coalesce(number, '') || ' ' || entity_name) gin_trgm_ops)",
+        ),
+    },
+)
+
+ENTITY_NAMES = Table(
+    name="proj_invoice_entity_names",
+    cols=(
+        Col("aggregate_id", "text", False),
+        Col("entity_id", "text", False),
+        Col("name", "text", False),
+    ),
+    key=("aggregate_id",),
+)
+
+_STATUS_OF = {
+    Invoice.Issued: "open",
+    Invoice.Paid: "paid",
+    Invoice.BecamePastDue: "past_due",
+    Invoice.Voided: "void",
+    Invoice.MarkedUncollectible: "uncollectible",
+}
+
+
+def _set_totals(row: dict[str, Any], e: Any) -> None:
+    row["subtotal"], row["tax"], row["total"] = e.subtotal, e.tax, e.total
+    row["total_units"] = to_units(e.total)
+
+
+class InvoicesProjection(FoldProjection):
+    name = "invoices"
+    version = 1
+    table = INVOICES
+    key_column = "invoice_id"
+    tables = (INVOICES, ENTITY_NAMES)
+    creates = (Invoice.Drafted,)
+    _invoice_events = (
+        Invoice.Drafted,
+        Invoice.Issued,
+        Invoice.LinesRevised,
+        Invoice.PaymentFailed,
+        Invoice.Paid,
+        Invoice.BecamePastDue,
+        Invoice.Voided,
+        Invoice.MarkedUncollectible,
+        Invoice.CreditNoteIssued,
+        Invoice.CreditNoteVoided,
+        Invoice.Replaced,
+    )
+    topics = tuple(
+        get_topic(c) for c in (*_invoice_events, BillableEntity.Registered, BillableEntity.Renamed)
+    )
+
+    side_events = (BillableEntity.Registered, BillableEntity.Renamed)
+
+    def before(self, tx: Tx, page: Sequence[Delivered]) -> None:
+        # The entity names this page needs: the invoice rows carry the entity's
+        # current name, so the list can be searched and sorted without a join.
+        keys = {
+            BillableEntity.create_id(d.event.entity_id).hex
+            if isinstance(d.event, Invoice.Drafted)
+            else d.event.originator_id.hex
+            for d in page
+            if isinstance(d.event, Invoice.Drafted | BillableEntity.Renamed)
+        }
+        self._entities: dict[str, dict[str, Any]] = {
+            row["aggregate_id"]: row
+            for row in tx.select_in(ENTITY_NAMES, "aggregate_id", sorted(keys))
+        }
+        self._touched: set[str] = set()
+        self._renamed: set[str] = set()
+
+    def apply_side(self, d: Delivered) -> None:
+        e = d.event
+        key = e.originator_id.hex
+        if isinstance(e, BillableEntity.Registered):
+            self._entities[key] = {"aggregate_id": key, "entity_id": e.entity_id, "name": e.name}
+        elif key in self._entities:
+            self._entities[key]["name"] = e.name
+            self._renamed.add(key)
+        self._touched.add(key)
+
+    def apply(self, row: dict[str, Any] | None, d: Delivered, tx: Tx) -> dict[str, Any] | None:
+        e = d.event
+        if isinstance(e, Invoice.Drafted):
+            entity = self._entities.get(BillableEntity.create_id(e.entity_id).hex)
+            return {
+                "seq": d.id,
+                "invoice_id": e.originator_id.hex,
+                "stripe_id": e.stripe_id,
+                "number": None,
+                "entity_id": e.entity_id,
+                "entity_name": entity["name"] if entity else e.entity_id,
+                "currency": e.currency,
+                "period_start": e.period.start,
+                "period_end": e.period.end,
+                "issue_date": None,
+                "list_date": utc_day(e.timestamp),
+                "due_date": None,
+                "subtotal": e.subtotal,
+                "tax": e.tax,
+                "total": e.total,
+                "total_units": to_units(e.total),
+                "status": "draft",
+                "amount_paid": Decimal(0),
+                "paid_at": None,
+                "attempt_count": 0,
+                "credit_notes": {},
+                "credited": Decimal(0),
+                "replaces": e.replaces,
+                "replaced_by": None,
+                "updated_at": e.timestamp,
+                "position": d.id,
+            }
+        if row is None:
+            return None
+        row = dict(row)
+        status = _STATUS_OF.get(type(e))
+        if status is not None:
+            row["status"] = status
+        if isinstance(e, Invoice.Issued):
+            row["number"] = e.number
+            row["issue_date"] = row["list_date"] = e.issue_date
+            row["due_date"] = e.due_date
+            _set_totals(row, e)
+        elif isinstance(e, Invoice.LinesRevised):
+            _set_totals(row, e)
+        elif isinstance(e, Invoice.PaymentFailed):
+            row["attempt_count"] = e.attempt_count
+        elif isinstance(e, Invoice.Paid):
+            row["amount_paid"], row["paid_at"] = e.amount_paid, e.paid_at
+        elif isinstance(e, Invoice.CreditNoteIssued):
+            row["credit_notes"] = {**row["credit_notes"], e.credit_note_id: [str(e.amount), False]}
+        elif isinstance(e, Invoice.CreditNoteVoided):
+            notes = dict(row["credit_notes"])
+            notes[e.credit_note_id] = [notes[e.credit_note_id][0], True]
+            row["credit_notes"] = notes
+        elif isinstance(e, Invoice.Replaced):
+            row["replaced_by"] = e.replacement_stripe_id
+        row["credited"] = sum(
+            (Decimal(amount) for amount, voided in row["credit_notes"].values() if not voided),
+            Decimal(0),
+        )
+        row["updated_at"], row["position"] = e.timestamp, d.id
+        return row
+
+    def after(self, tx: Tx, page: Sequence[Delivered], changed: dict[str, dict[str, Any]]) -> None:
+        tx.upsert(ENTITY_NAMES, [self._entities[k] for k in sorted(self._touched)])
+        for key in sorted(self._renamed):
+            entity = self._entities[key]
+            tx.execute(
+                "UPDATE {p}proj_invoices SET entity_name = ? WHERE entity_id = ? "
+                "AND entity_name <> ?",
+                (entity["name"], entity["entity_id"], entity["name"]),
+            )
+
+
+# Queries ---------------------------------------------------------------------------
+
+
+class InvalidQuery(ValueError):
+    """A filter, sort or cursor the list cannot use; the message says which."""
+
+
+@dataclass(frozen=True)
+class InvoiceQuery:
+    entity_id: str | None = None
+    status: str | None = None
+    issued_from: date | None = None
+    issued_to: date | None = None  # inclusive
+    total_min: Decimal | None = None
+    total_max: Decimal | None = None
+    search: str | None = None
+    as_of: date | None = None
+    sort: str = "date"  # "date" (issue date) or "total"
+    descending: bool = True
+
+    def __post_init__(self) -> None:
+        if self.status is not None and self.status not in STATUSES:
+            raise InvalidQuery(f"status must be one of {', '.join(STATUSES)}, not {self.status!r}")
+        if self.sort not in _SORT_COLUMNS:
+            raise InvalidQuery(f"sort must be date or total, not {self.sort!r}")
+
+
+@dataclass(frozen=True)
+class InvoiceRow:
+    number: str | None
+    stripe_id: str
+    entity_id: str
+    entity_name: str
+    issue_date: date | None
+    due_date: date | None
+    total: Decimal
+    currency: str
+    status: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "stripe_id": self.stripe_id,
+            "entity_id": self.entity_id,
+            "entity_name": self.entity_name,
+            "issue_date": self.issue_date.isoformat() if self.issue_date else None,
+            "due_date": self.due_date.isoformat() if self.due_date else None,
+            "total": str(self.total),
+            "currency": self.currency,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class InvoicePage:
+    rows: list[InvoiceRow]
+    next_cursor: str | None
+
+
+_SORT_COLUMNS = {"date": ("list_date", "date"), "total": ("total_units", "bigint")}
+_ROW_COLS = (
+    ("number", "text"),
+    ("stripe_id", "text"),
+    ("entity_id", "text"),
+    ("entity_name", "text"),
+    ("issue_date", "date"),
+    ("due_date", "date"),
+    ("total", "decimal"),
+    ("currency", "text"),
+)
+
+
+def _encode_cursor(sort: str, value: Any, seq: int) -> str:
+    raw = f"{sort}|{value}|{seq}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, value, seq = raw.split("|")
+        if kind != sort:
+            raise ValueError(kind)
+        return (date.fromisoformat(value) if sort == "date" else int(value)), int(seq)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidQuery("the page cursor does not belong to this list") from exc
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _where(tx: Tx, q: InvoiceQuery) -> tuple[list[str], list[Any]]:
+    conds: list[str] = []
+    params: list[Any] = []
+    backend = tx.backend
+
+    def enc(value: Any) -> Any:
+        return value.isoformat() if backend == SQLITE and isinstance(value, date) else value
+
+    if q.entity_id is not None:
+        conds.append("i.entity_id = ?")
+        params.append(q.entity_id)
+    if q.status is not None:
+        conds.append("h.status = ?" if q.as_of else "i.status = ?")
+        params.append(q.status)
+    if q.issued_from is not None:
+        conds.append("i.list_date >= ?")
+        params.append(enc(q.issued_from))
+    if q.issued_to is not None:
+        conds.append("i.list_date <= ?")
+        params.append(enc(q.issued_to))
+    if q.total_min is not None:
+        conds.append("i.total_units >= ?")
+        params.append(to_units(q.total_min))
+    if q.total_max is not None:
+        conds.append("i.total_units <= ?")
+        params.append(to_units(q.total_max))
+    if q.search:
+        text = " ".join(q.search.split())
+        if backend == SQLITE and len(text) >= 3:
+            conds.append(
+                "i.seq IN (SELECT rowid FROM proj_invoices_fts WHERE proj_invoices_fts MATCH ?)"
+            )
+            params.append('"' + text.replace('"', '""') + '"')
+        elif backend == SQLITE:
+            conds.append("(i.number LIKE ? ESCAPE '\\' OR i.entity_name LIKE ? ESCAPE '\\')")
+            params.extend([f"%{_like_escape(text)}%"] * 2)
+        else:
+            conds.append("(coalesce(i.number, '') || ' ' || i.entity_name) ILIKE ?")
+            params.append(f"%{_like_escape(text)}%")
+    return conds, params
+
+
+def _from(tx: Tx, q: InvoiceQuery) -> tuple[str, list[Any]]:
+    if q.as_of is None:
+        return "{p}proj_invoices i", []
+    day = q.as_of.isoformat() if tx.backend == SQLITE else q.as_of
+    return (
+        "{p}proj_invoices i JOIN {p}proj_invoice_status h ON h.invoice_id = i.invoice_id "
+        "AND h.valid_from <= ? AND (h.valid_to IS NULL OR h.valid_to > ?)",
+        [day, day],
+    )
+
+
+def _list_sql(
+    tx: Tx, q: InvoiceQuery, limit: int, after: str | None
+) -> tuple[str, list[Any], str, str]:
+    column, type_ = _SORT_COLUMNS[q.sort]
+    source, params = _from(tx, q)
+    conds, where_params = _where(tx, q)
+    params += where_params
+    if after is not None:
+        value, seq = _decode_cursor(after, q.sort)
+        if tx.backend == SQLITE and isinstance(value, date):
+            value = value.isoformat()
+        # Written so the first term bounds the index range and the planner keeps
+        # it: `(a, b) < (x, y)` alone is not a range on every planner.
+        if q.descending:
+            conds.append(f"i.{column} <= ? AND (i.{column} < ? OR i.seq < ?)")
+        else:
+            conds.append(f"i.{column} >= ? AND (i.{column} > ? OR i.seq > ?)")
+        params += [value, value, seq]
+    direction = "DESC" if q.descending else "ASC"
+    status = "h.status" if q.as_of else "i.status"
+    cols = ", ".join(f"i.{c}" for c, _ in _ROW_COLS)
+    sql = (
+        f"SELECT i.seq, i.{column}, {cols}, {status} FROM {source}"
+        + (f" WHERE {' AND '.join(conds)}" if conds else "")
+        + f" ORDER BY i.{column} {direction}, i.seq {direction} LIMIT ?"
+    )
+    params.append(limit + 1)
+    return sql, params, column, type_
+
+
+def list_invoices(
+    store: Store, query: InvoiceQuery | None = None, *, limit: int = 50, after: str | None = None
+) -> InvoicePage:
+    """One page of the invoice list; pass the returned `next_cursor` as `after` for
+    the next page (None when this page is the last)."""
+    q = query or InvoiceQuery()
+    if not 1 <= limit <= 1000:
+        raise InvalidQuery(f"limit must be 1 to 1000, not {limit}")
+    with store.reading() as tx:
+        sql, params, _, type_ = _list_sql(tx, q, limit, after)
+        rows = tx.execute(sql, params)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    result = [_invoice_row(r[2:], store.backend) for r in rows]
+    cursor = None
+    if more and rows:
+        last = rows[-1]
+        value = decode(last[1], type_, store.backend)
+        cursor = _encode_cursor(q.sort, value.isoformat() if type_ == "date" else value, last[0])
+    return InvoicePage(result, cursor)
+
+
+def count_invoices(store: Store, query: InvoiceQuery | None = None) -> int:
+    q = query or InvoiceQuery()
+    with store.reading() as tx:
+        source, params = _from(tx, q)
+        conds, where_params = _where(tx, q)
+        rows = tx.execute(
+            f"SELECT count(*) FROM {source}" + (f" WHERE {' AND '.join(conds)}" if conds else ""),
+            params + where_params,
+        )
+    return int(rows[0][0])
+
+
+def list_plan(store: Store, query: InvoiceQuery | None = None, *, limit: int = 50) -> list[str]:
+    """The database's plan for a list query (the bench prints it)."""
+    q = query or InvoiceQuery()
+    with store.reading() as tx:
+        sql, params, _, _ = _list_sql(tx, q, limit, None)
+        if tx.backend == SQLITE:
+            rows = tx.execute("EXPLAIN QUERY PLAN " + sql, params)
+            return [str(r[3]) for r in rows]
+        rows = tx.execute("EXPLAIN " + sql, params)
+        return [str(r[0]) for r in rows]
+
+
+def find_invoice(store: Store, ref: str) -> InvoiceRow | None:
+    """An invoice by number or Stripe id."""
+    with store.reading() as tx:
+        cols = ", ".join(f"i.{c}" for c, _ in _ROW_COLS)
+        rows = tx.execute(
+            f"SELECT {cols}, i.status FROM {{p}}proj_invoices i "
+            "WHERE i.stripe_id = ? OR i.number = ? ORDER BY i.seq LIMIT 1",
+            (ref, ref),
+        )
+    if not rows:
+        return None
+    return _invoice_row(rows[0], store.backend)
+
+
+def _invoice_row(r: Sequence[Any], backend: str) -> InvoiceRow:
+    """An InvoiceRow from the `_ROW_COLS` values followed by the status."""
+    values = {c: decode(v, t, backend) for v, (c, t) in zip(r, _ROW_COLS, strict=False)}
+    return InvoiceRow(**values, status=str(r[len(_ROW_COLS)]))
