@@ -24,6 +24,7 @@ from ledger.sources import Source, SourceKind
 
 Clock = Callable[[], datetime]
 A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
 
 # Sources whose id names one stable thing (a Stripe event, an import file, a
 # scheduler run): applying a command from one of them twice changes nothing.
@@ -59,6 +60,9 @@ class LedgerBase(Application[UUID]):
                 "the ledger needs PERSISTENCE_MODULE eventsourcing.sqlite or .postgres"
             )
         env.setdefault("APPLICATION_RECORDER_TOPIC", get_topic(recorder))
+        # Days of usage are loaded again for every chunk of an import that touches
+        # them; the cache fast-forwards them from the new events only.
+        env.setdefault("AGGREGATE_CACHE_MAXSIZE", "4096")
         super().__init__(env)
         self.ledger_recorder.seal_key = seal_key
         self.clock = clock
@@ -176,9 +180,8 @@ class LedgerBase(Application[UUID]):
 
     def verify_seal(self, checkpoint: Link | None = None) -> Verification:
         key = self.ledger_recorder._key()
-        return verify(
-            key, self.ledger_recorder.sealed_events(), self.ledger_recorder.seal_links(), checkpoint
-        )
+        events = self.ledger_recorder.sealed_events()
+        return verify(key, events, self.ledger_recorder.seal_links(), checkpoint)
 
 
 def topics_of(*event_classes: type[Any]) -> list[str]:

@@ -57,8 +57,13 @@ class LedgerRecorder:
     def call_fingerprints(self, call_ids: Sequence[str]) -> dict[str, str]:
         raise NotImplementedError
 
-    def sealed_events(self, page: int = 2000) -> Iterator[SealedEvent]:
+    def sealed_event_pages(self, page: int = 500) -> Iterator[list[SealedEvent]]:
+        """The log in notification order, a page at a time."""
         raise NotImplementedError
+
+    def sealed_events(self) -> Iterator[SealedEvent]:
+        for page in self.sealed_event_pages():
+            yield from page
 
     def seal_links(self, page: int = 5000) -> Iterator[Link]:
         raise NotImplementedError
@@ -123,7 +128,7 @@ class LedgerSQLiteRecorder(LedgerRecorder, SQLiteApplicationRecorder):
                 found.update((row[0], row[1]) for row in c.fetchall())
         return found
 
-    def sealed_events(self, page: int = 2000) -> Iterator[SealedEvent]:
+    def sealed_event_pages(self, page: int = 500) -> Iterator[list[SealedEvent]]:
         last = 0
         while True:
             with self.datastore.transaction(commit=False) as c:
@@ -135,8 +140,7 @@ class LedgerSQLiteRecorder(LedgerRecorder, SQLiteApplicationRecorder):
                 rows = c.fetchall()
             if not rows:
                 return
-            for r in rows:
-                yield SealedEvent(r[0], r[1], r[2], r[3], bytes(r[4]))
+            yield [SealedEvent(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
             last = rows[-1][0]
 
     def seal_links(self, page: int = 5000) -> Iterator[Link]:
@@ -260,21 +264,23 @@ class LedgerPostgresRecorder(LedgerRecorder, PostgresApplicationRecorder):
         )
         return {row["call_id"]: row["fingerprint"] for row in rows}
 
-    def sealed_events(self, page: int = 2000) -> Iterator[SealedEvent]:
+    def sealed_event_pages(self, page: int = 500) -> Iterator[list[SealedEvent]]:
         last = 0
         statement = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state "
             "FROM {}.{} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
         ).format(self.schema_id, Identifier(self.events_table_name))
         while rows := self._select(statement, (last, page)):
-            for r in rows:
-                yield SealedEvent(
+            yield [
+                SealedEvent(
                     r["notification_id"],
                     _oid(r["originator_id"]),
                     r["originator_version"],
                     r["topic"],
                     bytes(r["state"]),
                 )
+                for r in rows
+            ]
             last = rows[-1]["notification_id"]
 
     def seal_links(self, page: int = 5000) -> Iterator[Link]:
