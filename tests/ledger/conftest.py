@@ -36,8 +36,13 @@ class ManualClock:
 
     def __init__(self, now: datetime = START) -> None:
         self.now = now
+        # Run once each, in order, on the next reads of the clock: lets a test act
+        # "between" two steps of a command (a concurrent writer), without mocks.
+        self.on_next_read: list[Callable[[], object]] = []
 
     def __call__(self) -> datetime:
+        if self.on_next_read:
+            self.on_next_read.pop(0)()
         return self.now
 
     def advance(self, **delta: float) -> datetime:
