@@ -198,11 +198,19 @@ class Runner:
         to_domain_event = self.app.mapper.to_domain_event
         return [Delivered(n.id, n.topic, to_domain_event(n)) for n in notes]
 
-    def catch_up(self, names: Iterable[str] | None = None, progress: Progress | None = None) -> int:
-        """Bring the chosen projections up to the head of the log as it is now.
-        Returns how many events were applied (summed over projections)."""
+    def catch_up(
+        self,
+        names: Iterable[str] | None = None,
+        progress: Progress | None = None,
+        *,
+        until: int | None = None,
+    ) -> int:
+        """Bring the chosen projections up to the head of the log as it is now (or
+        to `until`). Returns how many events were applied (summed over projections)."""
         chosen = self.select(names)
         head = self.app.recorder.max_notification_id() or 0
+        if until is not None:
+            head = min(head, until)
         applied = 0
         while True:
             positions = self.positions(chosen)
@@ -219,12 +227,19 @@ class Runner:
             upto = notes[-1].id if len(notes) == self.page else head
             applied += self.apply(behind, self._deliver(notes), upto)
 
-    def rebuild(self, names: Iterable[str] | None = None, progress: Progress | None = None) -> int:
+    def rebuild(
+        self,
+        names: Iterable[str] | None = None,
+        progress: Progress | None = None,
+        *,
+        until: int | None = None,
+    ) -> int:
+        """Drop, re-create and refill the chosen projections (all by default)."""
         chosen = self.select(names)
         with self.store.transaction() as tx:
             for p in chosen:
                 self._reset(tx, p)
-        return self.catch_up([p.name for p in chosen], progress)
+        return self.catch_up([p.name for p in chosen], progress, until=until)
 
     def status(self) -> list[Position]:
         head = self.app.recorder.max_notification_id() or 0
