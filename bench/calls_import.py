@@ -36,15 +36,23 @@ def write_calls(path: Path, n: int, seed: int = 1) -> None:
         w.writerow(["call_id", "entity_id", "started_at", "duration_seconds"])
         for i in range(n):
             at = start + timedelta(seconds=i * 90 * 86400 // n)
-            w.writerow([f"call-{i:08d}", f"entity-{rng.randrange(ENTITIES):02d}",
-                        at.isoformat(), rng.randint(5, 900)])
+            w.writerow(
+                [
+                    f"call-{i:08d}",
+                    f"entity-{rng.randrange(ENTITIES):02d}",
+                    at.isoformat(),
+                    rng.randint(5, 900),
+                ]
+            )
 
 
 def raw_insert(path: Path, db: Path) -> float:
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE calls (call_id TEXT NOT NULL UNIQUE, entity_id TEXT, "
-                 "started_at TEXT, duration_seconds INTEGER)")
+    conn.execute(
+        "CREATE TABLE calls (call_id TEXT NOT NULL UNIQUE, entity_id TEXT, "
+        "started_at TEXT, duration_seconds INTEGER)"
+    )
     t0 = time.perf_counter()
     with path.open(newline="") as f, conn:
         reader = csv.reader(f)
@@ -62,9 +70,13 @@ def child(path: Path, db: Path) -> None:
     from ledger.sources import Source, SourceKind
     from ledger.usage.importer import EntityInfo, import_calls
 
-    settings = Settings.from_env({"BILLTRAIL_DATABASE_URL": f"sqlite:///{db}",
-                                  "BILLTRAIL_SEAL_KEY": KEY.decode(),
-                                  "BILLTRAIL_VAR_DIR": str(db.parent)})
+    settings = Settings.from_env(
+        {
+            "BILLTRAIL_DATABASE_URL": f"sqlite:///{db}",
+            "BILLTRAIL_SEAL_KEY": KEY.decode(),
+            "BILLTRAIL_VAR_DIR": str(db.parent),
+        }
+    )
     app = bootstrap.ledger(settings)
     src = Source(SourceKind.CLI, "bench", "bench")
     for i in range(ENTITIES):
@@ -88,18 +100,28 @@ def child(path: Path, db: Path) -> None:
         prev = hmac.digest(KEY, link_message(prev, seq, event), sha256)
     raw_hmac = time.perf_counter() - t2
     app.close()
-    print(json.dumps({
-        "recorded": report.recorded, "seconds": elapsed,
-        "maxrss_mb": import_rss,
-        "verified": result.checked, "verify_ok": result.ok, "verify_seconds": verify_elapsed,
-        "raw_hmac_seconds": raw_hmac, "bytes": sum(len(e.state) for e in events),
-    }))
+    print(
+        json.dumps(
+            {
+                "recorded": report.recorded,
+                "seconds": elapsed,
+                "maxrss_mb": import_rss,
+                "verified": result.checked,
+                "verify_ok": result.ok,
+                "verify_seconds": verify_elapsed,
+                "raw_hmac_seconds": raw_hmac,
+                "bytes": sum(len(e.state) for e in events),
+            }
+        )
+    )
 
 
 def run_child(path: Path, db: Path) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-m", "bench.calls_import", "--child", str(path), str(db)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
@@ -120,12 +142,16 @@ def main(args: argparse.Namespace) -> None:
     print(f"  raw insert (csv + UNIQUE index): {raw_rate:>10,.0f} calls/s")
     print(f"  billtrail calls import:          {rate:>10,.0f} calls/s")
     print(f"  ratio: {rate / raw_rate:.2f}  (target >= 0.35)")
-    print(f"  peak RSS: {first['maxrss_mb']:.0f} MB at {n // 5:,} calls, "
-          f"{res['maxrss_mb']:.0f} MB at {n:,} calls")
+    print(
+        f"  peak RSS: {first['maxrss_mb']:.0f} MB at {n // 5:,} calls, "
+        f"{res['maxrss_mb']:.0f} MB at {n:,} calls"
+    )
     v_rate = res["verified"] / res["verify_seconds"]
     raw_v = res["verified"] / res["raw_hmac_seconds"]
-    print(f"seal verify, {res['verified']:,} events, {res['bytes'] / 1e6:.0f} MB "
-          f"({'intact' if res['verify_ok'] else 'BROKEN'})")
+    print(
+        f"seal verify, {res['verified']:,} events, {res['bytes'] / 1e6:.0f} MB "
+        f"({'intact' if res['verify_ok'] else 'BROKEN'})"
+    )
     print(f"  raw HMAC chain over the same bytes: {raw_v:>10,.0f} events/s")
     print(f"  billtrail verify:                   {v_rate:>10,.0f} events/s")
     print(f"  ratio: {v_rate / raw_v:.2f}  (target >= 0.5)")
