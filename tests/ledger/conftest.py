@@ -39,8 +39,10 @@ class ManualClock:
         # Run once each, in order, on the next reads of the clock: lets a test act
         # "between" two steps of a command (a concurrent writer), without mocks.
         self.on_next_read: list[Callable[[], object]] = []
+        self.reads = 0
 
     def __call__(self) -> datetime:
+        self.reads += 1
         if self.on_next_read:
             self.on_next_read.pop(0)()
         return self.now
