@@ -148,7 +148,10 @@ class UsageCommands(EntityCommands):
             usage = self._usage_or_begin(day.entity_id, day.day, source, at)
             if usage.record_calls(day.calls, day.duplicates, source, at):
                 usages.append(usage)
-                if key:
+                # A key already stored (this source counted the day before, and now
+                # brings new calls) must not be inserted again: its unique index would
+                # fail every retry of this batch.
+                if key and key not in applied:
                     source_keys.append(key)
         if usages:
             self.save(*usages, source_keys=source_keys, call_index=index_rows)

@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.app import Ledger
 from ledger.errors import UnknownEntity
@@ -167,6 +169,29 @@ def test_recording_the_same_batch_again_from_the_same_file_records_nothing(
 
 
 @pytest.mark.usefixtures("entities")
+def test_new_calls_from_a_source_that_already_counted_that_day_are_recorded(
+    ledger: Ledger, clock
+) -> None:
+    """Two batches from one source whose first row for the day is on the same line
+    (a caller chunking by its own numbering, or a file name reused as the source id):
+    the second batch's calls are new to the call index and must be recorded, not
+    failed as if another writer kept interfering."""
+    t = utc(2026, 3, 1, 12)
+    assert ledger.record_calls([row(1, "c1", "zulu", t)], FILE).recorded == 1
+    clock.advance(minutes=1)
+    outcome = ledger.record_calls([row(1, "c2", "zulu", t), row(2, "c1", "zulu", t)], FILE)
+    assert (outcome.recorded, outcome.duplicates, outcome.conflicts) == (1, 1, [])
+    usage = ledger.usage("zulu", date(2026, 3, 1))
+    assert usage is not None
+    assert (usage.calls, usage.duplicates) == (2, 1)
+    # And the same second batch once more changes nothing.
+    before = head(ledger)
+    again = ledger.record_calls([row(1, "c2", "zulu", t), row(2, "c1", "zulu", t)], FILE)
+    assert (again.recorded, again.duplicates) == (0, 2)
+    assert head(ledger) == before
+
+
+@pytest.mark.usefixtures("entities")
 def test_a_batch_with_an_unknown_entity_records_nothing(ledger: Ledger) -> None:
     t = utc(2026, 3, 1, 12)
     before = head(ledger)
@@ -233,3 +258,50 @@ def test_usage_as_recorded_sees_only_the_calls_recorded_by_then(ledger: Ledger, 
     now = ledger.usage("zulu", day)
     assert now is not None
     assert (now.calls, now.version) == (2, 3)
+
+
+ZONES = ["UTC", "America/Los_Angeles", "Asia/Kolkata", "Pacific/Chatham", "Europe/London"]
+DST_CHANGES = [
+    utc(2026, 3, 8, 10),  # Los Angeles springs forward
+    utc(2026, 11, 1, 9),  # Los Angeles falls back
+    utc(2026, 3, 29, 1),  # London springs forward
+    utc(2026, 10, 25, 1),  # London falls back
+    utc(2026, 4, 4, 14),  # Chatham (+13:45 -> +12:45)
+    utc(2026, 9, 26, 14),  # Chatham (+12:45 -> +13:45)
+]
+
+
+def test_every_call_lands_on_its_local_day_across_offsets_and_dst(fresh_ledgers) -> None:
+    """For any instant (DST changes included) and any zone, the call is counted on the
+    date its start has on the entity's wall clock, and on no other day."""
+    with fresh_ledgers() as (ledger, _clock, _raw):
+        for i, zone in enumerate(ZONES):
+            ledger.register_entity(f"E{i}", "company", ADMIN, timezone=zone)
+        serial = iter(range(10**9))
+
+        @settings(max_examples=100, deadline=None)
+        @given(
+            zone=st.integers(min_value=0, max_value=len(ZONES) - 1),
+            started=st.one_of(
+                st.integers(min_value=0, max_value=275 * 86400).map(
+                    lambda s: utc(2026, 3, 1) + timedelta(seconds=s)
+                ),
+                # Within two hours of a DST change in Los Angeles, London or Chatham.
+                st.tuples(st.sampled_from(DST_CHANGES), st.integers(-7200, 7200)).map(
+                    lambda c: c[0] + timedelta(seconds=c[1])
+                ),
+            ),
+        )
+        def check(zone: int, started: datetime) -> None:
+            entity = f"e{zone}"
+            local_day = started.astimezone(ZoneInfo(ZONES[zone])).date()
+            n = next(serial)
+            call_id = f"c{n}"
+            outcome = ledger.record_calls([row(n, call_id, entity, started)], FILE)
+            assert outcome.recorded == 1
+            assert call_id in call_ids(ledger, entity, local_day)
+            for other in (local_day - timedelta(days=1), local_day + timedelta(days=1)):
+                if ledger.usage(entity, other) is not None:
+                    assert call_id not in call_ids(ledger, entity, other)
+
+        check()
