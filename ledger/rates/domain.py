@@ -258,6 +258,9 @@ class Rate(LedgerAggregate):
             raise InvalidRate(
                 f"fee kind must be setup, monthly_minimum or addon: {kind!r}"
             ) from exc
+        if not isinstance(amount, Decimal) or not amount.is_finite():
+            # Checked like a unit price: a float stored in an event stays there forever.
+            raise InvalidRate(f"a fixed fee must be a decimal amount, got {amount!r}")
         if amount < 0:
             raise InvalidRate(f"a fixed fee cannot be negative: {amount}")
         if fee_id in self.fees:

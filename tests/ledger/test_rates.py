@@ -172,14 +172,19 @@ def test_fixed_fees_are_added_ended_and_apply_by_valid_time(
 
 @pytest.mark.parametrize(
     ("kind", "amount", "message"),
-    [("discount", D("1"), "fee kind must be"), ("setup", D("-1"), "cannot be negative")],
+    [
+        ("discount", D("1"), "fee kind must be"),
+        ("setup", D("-1"), "cannot be negative"),
+        ("setup", 0.1, "must be a decimal amount"),  # a float would be stored for good
+        ("setup", D("Infinity"), "must be a decimal amount"),
+    ],
 )
 def test_bad_fees_are_refused(
-    ledger: Ledger, acme: str, kind: str, amount: Decimal, message: str
+    ledger: Ledger, acme: str, kind: str, amount: object, message: str
 ) -> None:
     ledger.set_rate(acme, D("0.01"), "usd", date(2026, 1, 1), "signed", ADMIN)
     with pytest.raises(InvalidRate, match=message):
-        ledger.add_fixed_fee(acme, "f", kind, "Fee", amount, date(2026, 1, 1), ADMIN)
+        ledger.add_fixed_fee(acme, "f", kind, "Fee", amount, date(2026, 1, 1), ADMIN)  # type: ignore[arg-type]
     assert ledger.rate(acme).fees == {}
 
 
