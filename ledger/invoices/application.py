@@ -160,7 +160,11 @@ def _catch_up(invoice: Invoice, s: InvoiceSnapshot, source: Source, at: datetime
         changed |= invoice.fail_payment(
             s.attempt_count, s.next_attempt_at, s.last_failure, source, at
         )
-    for note in s.credit_notes:
+    # Voids first (of known notes, then of notes new to the ledger): the room a voided
+    # note frees under the total is what Stripe's newer notes use, and Stripe lists
+    # credit notes newest first.
+    known = set(invoice.credit_notes)
+    for note in sorted(s.credit_notes, key=lambda n: (n.credit_note_id not in known, not n.voided)):
         if note.credit_note_id not in invoice.credit_notes and invoice.status is not Status.DRAFT:
             changed |= invoice.issue_credit_note(
                 note.credit_note_id,
