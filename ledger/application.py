@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import takewhile
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
@@ -180,8 +181,15 @@ class LedgerBase(Application[UUID]):
 
     def verify_seal(self, checkpoint: Link | None = None) -> Verification:
         key = self.ledger_recorder._key()
-        events = self.ledger_recorder.sealed_events()
-        return verify(key, events, self.ledger_recorder.seal_links(), checkpoint)
+        # The log as committed when verification starts: events and links are read in
+        # separate queries, and a write committed between them (a worker's) is not
+        # tampering. Rows of one commit fall on the same side of both bounds.
+        last_id, last_seq = self.ledger_recorder.seal_bounds()
+        events = takewhile(
+            lambda e: e.notification_id <= last_id, self.ledger_recorder.sealed_events()
+        )
+        links = takewhile(lambda ln: ln.seq <= last_seq, self.ledger_recorder.seal_links())
+        return verify(key, events, links, checkpoint)
 
 
 def topics_of(*event_classes: type[Any]) -> list[str]:

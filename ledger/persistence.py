@@ -68,6 +68,11 @@ class LedgerRecorder:
     def seal_links(self, page: int = 5000) -> Iterator[Link]:
         raise NotImplementedError
 
+    def seal_bounds(self) -> tuple[int, int]:
+        """The last notification id and the last seal seq, read in one statement (one
+        snapshot), so a verification can ignore what is committed after it starts."""
+        raise NotImplementedError
+
 
 class LedgerSQLiteRecorder(LedgerRecorder, SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
@@ -158,6 +163,15 @@ class LedgerSQLiteRecorder(LedgerRecorder, SQLiteApplicationRecorder):
             for r in rows:
                 yield Link(r[0], r[1], bytes(r[2]))
             last = rows[-1][0]
+
+    def seal_bounds(self) -> tuple[int, int]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT (SELECT COALESCE(MAX(rowid), 0) FROM {self.events_table_name}), "
+                "(SELECT COALESCE(MAX(seq), 0) FROM ledger_seal)"
+            )
+            row = c.fetchone()
+        return int(row[0]), int(row[1])
 
 
 class LedgerPostgresRecorder(LedgerRecorder, PostgresApplicationRecorder):
@@ -292,6 +306,21 @@ class LedgerPostgresRecorder(LedgerRecorder, PostgresApplicationRecorder):
             for r in rows:
                 yield Link(r["seq"], r["notification_id"], bytes(r["mac"]))
             last = rows[-1]["seq"]
+
+    def seal_bounds(self) -> tuple[int, int]:
+        [row] = self._select(
+            SQL(
+                "SELECT (SELECT COALESCE(MAX(notification_id), 0) FROM {}.{}) AS nid, "
+                "(SELECT COALESCE(MAX(seq), 0) FROM {}.{}) AS seq"
+            ).format(
+                self.schema_id,
+                Identifier(self.events_table_name),
+                self.schema_id,
+                self.seal_table,
+            ),
+            (),
+        )
+        return int(row["nid"]), int(row["seq"])
 
 
 def _sealed(ids: Sequence[int], stored_events: Sequence[StoredEvent]) -> Iterator[SealedEvent]:
