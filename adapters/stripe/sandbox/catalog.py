@@ -65,6 +65,7 @@ def _new_product(ctx: Ctx, p: Params, *, custom_id: bool = True) -> JsonDict:
         "shippable": None,
         "statement_descriptor": p.text("statement_descriptor") or None,
         "tax_code": p.text("tax_code") or None,
+        "tax_details": None,
         "type": "service",
         "unit_label": p.text("unit_label") or None,
         "updated": now,

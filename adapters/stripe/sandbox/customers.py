@@ -83,6 +83,7 @@ def _new_payment_method(ctx: Ctx, token: str, customer: JsonDict | None) -> Json
         "customer_account": None,
         "livemode": False,
         "metadata": {},
+        "radar_options": None,
         "type": "card",
         "_behaviour": behaviour,
         "_token": token,

@@ -104,7 +104,7 @@ class RunningSandbox:
         self._thread = threading.Thread(
             target=server.serve_forever,
             name="sandbox-http",
-            kwargs={"poll_interval": 0.1},
+            kwargs={"poll_interval": 0.02},
             daemon=True,
         )
         self._stopped = False

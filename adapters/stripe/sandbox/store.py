@@ -38,6 +38,20 @@ KINDS: dict[str, tuple[str, str]] = {
     "test_helpers.test_clock": ("clock", "test_clock"),
 }
 PREFIXES = {prefix: kind for kind, (prefix, _) in KINDS.items()}
+# Every resource (fixtures3.json name) the sandbox serves, stored or embedded.
+SERVED_OBJECTS = (
+    *KINDS,
+    "line_item",
+    "credit_note_line_item",
+    "plan",
+    "billing.meter_event_adjustment",
+    "billing.meter_event_summary",
+    "deleted_customer",
+    "deleted_invoice",
+    "deleted_invoiceitem",
+    "deleted_webhook_endpoint",
+    "deleted_test_helpers.test_clock",
+)
 
 
 class Store:

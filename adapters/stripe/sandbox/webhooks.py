@@ -103,10 +103,13 @@ class Dispatcher:
             self._held.clear()
 
     def resume(self) -> None:
-        """Queue the deliveries a saved state left pending."""
+        """Queue the deliveries a saved state left pending, on this run's schedule:
+        never later than this run's first retry delay from now."""
+        now = time.time()
+        soonest = now + (self.retry_delays[0] if self.retry_delays else 0.0)
         for delivery in self._store().deliveries.values():
             if delivery["status"] == "pending":
-                self._push(delivery["id"], delivery["next_attempt_at"] or time.time())
+                self._push(delivery["id"], min(delivery["next_attempt_at"] or now, soonest))
 
     # Enqueueing (called under the state lock) -------------------------------------
 
