@@ -100,6 +100,9 @@ class Table:
         return {c.name: c.type for c in self.cols}
 
     def create_statements(self, backend: str, prefix: str) -> list[str]:
+        return self.table_statements(backend, prefix) + self.index_statements(backend, prefix)
+
+    def table_statements(self, backend: str, prefix: str) -> list[str]:
         types = _TYPES[backend]
         cols = []
         for c in self.cols:
@@ -115,7 +118,11 @@ class Table:
         elif not self.rowid_key:
             cols.append(f"PRIMARY KEY ({', '.join(self.key)})")
         tail = " WITHOUT ROWID" if backend == SQLITE and not self.rowid_key else ""
-        statements = [f"CREATE TABLE IF NOT EXISTS {prefix}{self.name} ({', '.join(cols)}){tail}"]
+        return [f"CREATE TABLE IF NOT EXISTS {prefix}{self.name} ({', '.join(cols)}){tail}"]
+
+    def index_statements(self, backend: str, prefix: str) -> list[str]:
+        """Secondary indexes and search indexes: built once after a bulk load."""
+        statements = []
         for n, index in enumerate(self.indexes):
             statements.append(
                 f"CREATE INDEX IF NOT EXISTS {self.name}_i{n} ON {prefix}{self.name} "
@@ -354,7 +361,16 @@ class Projection(ABC):
     tables: ClassVar[tuple[Table, ...]]
 
     def create_statements(self, backend: str, prefix: str) -> list[str]:
-        return [s for t in self.tables for s in t.create_statements(backend, prefix)]
+        return self.table_statements(backend, prefix) + self.index_statements(backend, prefix)
+
+    def table_statements(self, backend: str, prefix: str) -> list[str]:
+        return [s for t in self.tables for s in t.table_statements(backend, prefix)]
+
+    def index_statements(self, backend: str, prefix: str) -> list[str]:
+        """Run once the tables hold the rows (after a rebuild's bulk load): building
+        an index over a million rows at once is many times cheaper than keeping it
+        up to date row by row."""
+        return [s for t in self.tables for s in t.index_statements(backend, prefix)]
 
     def drop_statements(self, backend: str, prefix: str) -> list[str]:
         return [s for t in reversed(self.tables) for s in t.drop_statements(backend, prefix)]

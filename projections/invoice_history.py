@@ -40,7 +40,9 @@ HISTORY = Table(
 def status_change(e: Any) -> tuple[str, date] | None:
     """The status an event starts and the day it takes effect, if it changes one."""
     if isinstance(e, Invoice.Drafted):
-        return "draft", utc_day(e.timestamp)
+        # Stripe drafts an invoice when its period ends; an invoice recorded later
+        # (a backfill) was a draft from then, not from the day the ledger learnt it.
+        return "draft", min(utc_day(e.timestamp), e.period.end)
     if isinstance(e, Invoice.Issued):
         return "open", e.issue_date
     if isinstance(e, Invoice.Paid):

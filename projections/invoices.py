@@ -99,6 +99,8 @@ INVOICES = Table(
             "CREATE TRIGGER IF NOT EXISTS proj_invoices_fts_d AFTER DELETE ON proj_invoices "
             "BEGIN INSERT INTO proj_invoices_fts(proj_invoices_fts, rowid, number, entity_name) "
             "VALUES ('delete', old.seq, old.number, old.entity_name); END",
+            # After a bulk load the index is built from the rows in one pass.
+            "INSERT INTO proj_invoices_fts(proj_invoices_fts) VALUES ('rebuild')",
         ),
         POSTGRES: (
             "CREATE EXTENSION IF NOT EXISTS pg_trgm",
@@ -372,6 +374,9 @@ def _where(tx: Tx, q: InvoiceQuery) -> tuple[list[str], list[Any]]:
     if q.issued_to is not None:
         conds.append("i.list_date <= ?")
         params.append(enc(q.issued_to))
+    if q.as_of is not None:
+        conds.append("i.list_date <= ?")
+        params.append(enc(q.as_of))
     if q.total_min is not None:
         conds.append("i.total_units >= ?")
         params.append(to_units(q.total_min))
@@ -398,6 +403,9 @@ def _from(tx: Tx, q: InvoiceQuery) -> tuple[str, list[Any]]:
     if q.as_of is None:
         return "{p}proj_invoices i", []
     day = q.as_of.isoformat() if tx.backend == SQLITE else q.as_of
+    # Listed as of D: invoices issued (drafts: drafted) on or before D, with the
+    # status their history gives for D. The bound on list_date is also what keeps
+    # the query a range read of the list_date index.
     return (
         "{p}proj_invoices i JOIN {p}proj_invoice_status h ON h.invoice_id = i.invoice_id "
         "AND h.valid_from <= ? AND (h.valid_to IS NULL OR h.valid_to > ?)",

@@ -24,6 +24,7 @@ from typing import Any
 from eventsourcing.projection import ApplicationSubscription
 
 from projections.base import POSTGRES, TRACKING_TABLE, Delivered, Projection, Store, Tx
+from projections.decoding import Decoder
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Position:
     position: int
     head: int
     pending: int
+    rebuilding: bool = False
 
     @property
     def lag(self) -> int:
@@ -83,6 +85,7 @@ class Runner:
         self.store = store or Store.of(app)
         self.projections = list(projections if projections is not None else default_projections())
         self.page = page
+        self.decoder = Decoder(app.mapper)
         self._stop = threading.Event()
         self._advanced = threading.Condition()
         self.setup()
@@ -108,43 +111,80 @@ class Runner:
     # Tables and tracking ---------------------------------------------------------
 
     def setup(self) -> None:
-        """Create what is missing; a projection whose stored version differs from
-        its code's is dropped and re-created at position 0 (it rebuilds on catch-up)."""
+        """Create what is missing. A new projection, or one whose stored version
+        differs from its code's, starts from position 0 as a bulk load."""
         with self.store.transaction() as tx:
             if tx.backend == POSTGRES:
                 # Two processes starting at once must not race on CREATE statements.
                 tx.execute("SELECT pg_advisory_xact_lock(746162)")
             tx.execute(
                 f"CREATE TABLE IF NOT EXISTS {{p}}{TRACKING_TABLE} (name TEXT PRIMARY KEY, "
-                "notification_id BIGINT NOT NULL, version INTEGER NOT NULL)"
+                "notification_id BIGINT NOT NULL, version INTEGER NOT NULL, "
+                "bulk INTEGER NOT NULL)"
             )
-            rows = dict(
-                (r[0], r[1]) for r in tx.execute(f"SELECT name, version FROM {{p}}{TRACKING_TABLE}")
-            )
+            rows = {
+                r[0]: (r[1], r[2])
+                for r in tx.execute(f"SELECT name, version, bulk FROM {{p}}{TRACKING_TABLE}")
+            }
             for p in self.projections:
                 stored = rows.get(self.tracking_name(p))
-                if stored is not None and stored != p.version:
+                if stored is None or stored[0] != p.version:
                     self._reset(tx, p)
-                else:
-                    for statement in p.create_statements(tx.backend, tx.prefix):
-                        tx.raw(tx.sql(statement))
-                    tx.execute(
-                        f"INSERT INTO {{p}}{TRACKING_TABLE} (name, notification_id, version) "
-                        "VALUES (?, 0, ?) ON CONFLICT (name) DO NOTHING",
-                        (self.tracking_name(p), p.version),
-                    )
+                    continue
+                statements = p.table_statements(tx.backend, tx.prefix)
+                if not stored[1]:
+                    statements += p.index_statements(tx.backend, tx.prefix)
+                for statement in statements:
+                    tx.raw(tx.sql(statement))
 
     def _reset(self, tx: Tx, p: Projection) -> None:
+        """Empty tables without secondary indexes, position 0, marked as a bulk load:
+        the indexes are built when the catch-up reaches the head (`_finish_bulk`),
+        also when that is a later run's catch-up after a crash."""
         for statement in p.drop_statements(tx.backend, tx.prefix):
             tx.raw(statement)
-        for statement in p.create_statements(tx.backend, tx.prefix):
+        for statement in p.table_statements(tx.backend, tx.prefix):
             tx.raw(tx.sql(statement))
         tx.execute(
-            f"INSERT INTO {{p}}{TRACKING_TABLE} (name, notification_id, version) "
-            "VALUES (?, 0, ?) ON CONFLICT (name) DO UPDATE SET notification_id = 0, "
-            "version = excluded.version",
+            f"INSERT INTO {{p}}{TRACKING_TABLE} (name, notification_id, version, bulk) "
+            "VALUES (?, 0, ?, 1) ON CONFLICT (name) DO UPDATE SET notification_id = 0, "
+            "version = excluded.version, bulk = 1",
             (self.tracking_name(p), p.version),
         )
+
+    def _finish_bulk(self, projections: Sequence[Projection]) -> None:
+        chosen = {p.name for p in projections}
+        if not self.loading() & chosen:
+            return  # the usual case after a command: a read, no write
+        names = [self.tracking_name(p) for p in projections]
+        with self.store.transaction() as tx:
+            clause, params = tx.in_list(names)
+            loading = {
+                r[0]
+                for r in tx.execute(
+                    f"SELECT name FROM {{p}}{TRACKING_TABLE} WHERE name {clause} AND bulk = 1",
+                    params,
+                )
+            }
+            for p in projections:
+                if self.tracking_name(p) not in loading:
+                    continue
+                for statement in p.index_statements(tx.backend, tx.prefix):
+                    tx.raw(tx.sql(statement))
+                # Fresh statistics, so the planner picks the right index per filter.
+                for table in p.tables:
+                    tx.raw(f"ANALYZE {tx.prefix}{table.name}")
+                tx.execute(
+                    f"UPDATE {{p}}{TRACKING_TABLE} SET bulk = 0 WHERE name = ?",
+                    (self.tracking_name(p),),
+                )
+
+    def loading(self) -> set[str]:
+        """Projections still in a bulk load (rebuilding, search and indexes pending)."""
+        with self.store.reading() as tx:
+            rows = tx.execute(f"SELECT name FROM {{p}}{TRACKING_TABLE} WHERE bulk = 1")
+        names = {r[0] for r in rows}
+        return {p.name for p in self.projections if self.tracking_name(p) in names}
 
     def positions(self, projections: Sequence[Projection] | None = None) -> dict[str, int]:
         chosen = self.projections if projections is None else projections
@@ -195,8 +235,8 @@ class Runner:
         return applied
 
     def _deliver(self, notes: Sequence[Any]) -> list[Delivered]:
-        to_domain_event = self.app.mapper.to_domain_event
-        return [Delivered(n.id, n.topic, to_domain_event(n)) for n in notes]
+        decode = self.decoder.decode
+        return [Delivered(n.id, n.topic, decode(n)) for n in notes]
 
     def catch_up(
         self,
@@ -218,6 +258,7 @@ class Runner:
             if progress is not None:
                 progress(min(positions.values(), default=head), head)
             if not behind:
+                self._finish_bulk(chosen)
                 return applied
             start = min(positions[p.name] for p in behind)
             topics = sorted({t for p in behind for t in p.topics})
@@ -244,6 +285,7 @@ class Runner:
     def status(self) -> list[Position]:
         head = self.app.recorder.max_notification_id() or 0
         positions = self.positions()
+        loading = self.loading()
         result = []
         for p in self.projections:
             position = positions[p.name]
@@ -258,7 +300,9 @@ class Runner:
                         inclusive_of_start=False,
                     )
                 )
-            result.append(Position(p.name, self.tracking_name(p), position, head, pending))
+            result.append(
+                Position(p.name, self.tracking_name(p), position, head, pending, p.name in loading)
+            )
         return result
 
     # Waiting and following ---------------------------------------------------------

@@ -95,7 +95,7 @@ def expected_history(app: Any, stripe_id: str) -> list[tuple[str, date, date | N
     spans: list[list[Any]] = []
     for e in app.events.get(Invoice.create_id(stripe_id)):
         start: tuple[str, date] | None = {
-            Invoice.Drafted: lambda e: ("draft", e.timestamp.date()),
+            Invoice.Drafted: lambda e: ("draft", min(e.timestamp.date(), e.period.end)),
             Invoice.Issued: lambda e: ("open", e.issue_date),
             Invoice.Paid: lambda e: ("paid", e.paid_at.date()),
             Invoice.BecamePastDue: lambda e: ("past_due", e.on),

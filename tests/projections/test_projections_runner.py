@@ -11,7 +11,7 @@ import pytest
 
 from ledger.app import Ledger
 from projections.base import Delivered, Tx
-from projections.invoices import InvoicesProjection
+from projections.invoices import InvoiceQuery, InvoicesProjection, list_invoices
 from projections.runner import Runner, UnknownProjection, attach
 
 
@@ -76,12 +76,33 @@ def test_a_crash_mid_rebuild_leaves_rows_and_tracking_consistent_and_resumable(
     reached = positions.pop("invoices")
     assert 0 < reached < head
     assert set(positions.values()) == {head}
+    assert runner.loading() == {"invoices"}
+    assert {s.projection for s in runner.status() if s.rebuilding} == {"invoices"}
     # What survived the crash is exactly a replay up to the tracked position.
     after_crash = dump(runner)
     runner.rebuild(["invoices"], until=reached)
     assert dump(runner) == after_crash
     runner.catch_up()
     assert dump(runner) == expected
+    # The search index, built at the end of the bulk load, is complete.
+    assert runner.loading() == set()
+    found = list_invoices(runner.store, InvoiceQuery(search="Globex Int"), limit=100).rows
+    assert {r.entity_id for r in found} == {"globex"}
+    assert len(found) == 4
+
+
+def test_the_fast_decoder_gives_the_events_the_mapper_gives(
+    ledger: Ledger, runner: Runner, world: Callable[[], None]
+) -> None:
+    world()
+    notes = ledger.recorder.select_notifications(start=None, limit=10_000)
+    topics = {n.topic for n in notes}
+    assert len(topics) >= 15
+    for note in notes:
+        fast, exact = runner.decoder.decode(note), ledger.mapper.to_domain_event(note)
+        assert type(fast) is type(exact)
+        assert fast == exact
+        assert fast.__dict__ == exact.__dict__
 
 
 def test_each_projection_keeps_its_own_tracking_row(
