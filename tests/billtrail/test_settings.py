@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from billtrail.bootstrap import eventsourcing_env
+from billtrail.bootstrap import eventsourcing_env, seal_key
 from billtrail.settings import SANDBOX_API_KEY, DatabaseURL, Settings, SettingsError
 
 
@@ -172,3 +172,39 @@ def test_without_a_mapping_settings_come_from_os_environ(
     settings = Settings.from_env()
     assert settings.database.path == tmp_path / "env.db"
     assert settings.timezone == ZoneInfo("Asia/Tokyo")
+
+
+def test_postgresql_needs_a_seal_key_from_the_environment(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {"BILLTRAIL_DATABASE_URL": "postgresql://u@h/d", "BILLTRAIL_VAR_DIR": str(tmp_path)}
+    )
+    with pytest.raises(SettingsError, match="BILLTRAIL_SEAL_KEY is required with PostgreSQL"):
+        seal_key(settings)
+    assert not settings.seal_key_file.exists()
+
+
+def test_the_embedded_mode_makes_a_private_seal_key_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings.from_env({"BILLTRAIL_VAR_DIR": str(tmp_path / "var")})
+    key = seal_key(settings)
+    assert len(key) >= 32
+    assert settings.seal_key_file.stat().st_mode & 0o777 == 0o600
+    assert "made a new seal key" in capsys.readouterr().err
+    assert seal_key(settings) == key  # read back, not made again
+    assert capsys.readouterr().err == ""
+
+
+def test_a_seal_key_file_that_is_too_short_is_refused(tmp_path: Path) -> None:
+    settings = Settings.from_env({"BILLTRAIL_VAR_DIR": str(tmp_path)})
+    settings.seal_key_file.write_bytes(b"short\n")
+    with pytest.raises(SettingsError, match="fewer than 32 bytes"):
+        seal_key(settings)
+
+
+def test_the_seal_key_from_the_environment_wins(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {"BILLTRAIL_VAR_DIR": str(tmp_path), "BILLTRAIL_SEAL_KEY": "e" * 40}
+    )
+    settings.seal_key_file.write_bytes(b"f" * 64)
+    assert seal_key(settings) == b"e" * 40
