@@ -10,9 +10,10 @@ file, so billtrail keeps its own `projection_tracking` table instead."""
 
 from __future__ import annotations
 
+import functools
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -99,6 +100,20 @@ class Table:
     def types(self) -> dict[str, str]:
         return {c.name: c.type for c in self.cols}
 
+    def row_encoder(self, backend: str) -> Callable[[Mapping[str, Any]], list[Any]]:
+        """Turns a row of Python values into the column values for `backend`."""
+        encoders = _ENCODERS[backend]
+        plan = [(c.name, encoders.get(c.type)) for c in self.cols]
+
+        def encode_row(row: Mapping[str, Any]) -> list[Any]:
+            values = []
+            for name, fn in plan:
+                value = row.get(name)
+                values.append(value if fn is None or value is None else fn(value))
+            return values
+
+        return encode_row
+
     def create_statements(self, backend: str, prefix: str) -> list[str]:
         return self.table_statements(backend, prefix) + self.index_statements(backend, prefix)
 
@@ -141,6 +156,23 @@ class Table:
         if backend == SQLITE:
             drops = [f"DROP TABLE IF EXISTS {self.name}_fts", *drops]
         return drops
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+# How a Python value is written to each backend, per column type (None: as it is).
+_ENCODERS: dict[str, dict[str, Callable[[Any], Any] | None]] = {
+    SQLITE: {
+        "date": date.isoformat,
+        "decimal": str,
+        "timestamp": timestamp_text,
+        "json": _json_text,
+        "bool": int,
+    },
+    POSTGRES: {"json": _json_text},
+}
 
 
 def encode(value: Any, type_: str, backend: str) -> Any:
@@ -225,7 +257,6 @@ class Tx:
         if not rows:
             return
         names = table.col_names
-        types = table.types()
         conflict = table.key
         fixed = (*conflict, table.rowid_key)
         updates = ", ".join(f"{n} = excluded.{n}" for n in names if n not in fixed)
@@ -235,18 +266,16 @@ class Tx:
             f"ON CONFLICT ({', '.join(conflict)}) DO "
             + (f"UPDATE SET {updates}" if updates else "NOTHING")
         )
-        self.executemany(
-            statement,
-            [[encode(row.get(n), types[n], self.backend) for n in names] for row in rows],
-        )
+        encode_row = table.row_encoder(self.backend)
+        self.executemany(statement, [encode_row(row) for row in rows])
 
     def insert(self, table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
         names = table.col_names
-        types = table.types()
+        encode_row = table.row_encoder(self.backend)
         self.executemany(
             f"INSERT INTO {{p}}{table.name} ({', '.join(names)}) "
             f"VALUES ({', '.join('?' * len(names))})",
-            [[encode(row.get(n), types[n], self.backend) for n in names] for row in rows],
+            [encode_row(row) for row in rows],
         )
 
     def select(
@@ -383,6 +412,14 @@ class Projection(ABC):
 
 def aggregate_key(event: Any) -> str:
     return str(event.originator_id.hex)
+
+
+@functools.lru_cache(maxsize=65536)
+def entity_key(entity_id: str) -> str:
+    """The entity aggregate's id (hex) from its entity id: uuid5, cached."""
+    from ledger.entities.domain import BillableEntity
+
+    return BillableEntity.create_id(entity_id).hex
 
 
 class FoldProjection(Projection):

@@ -29,6 +29,7 @@ from projections.base import (
     Table,
     Tx,
     decode,
+    entity_key,
     to_units,
     utc_day,
 )
@@ -164,7 +165,7 @@ class InvoicesProjection(FoldProjection):
         # The entity names this page needs: the invoice rows carry the entity's
         # current name, so the list can be searched and sorted without a join.
         keys = {
-            BillableEntity.create_id(d.event.entity_id).hex
+            entity_key(d.event.entity_id)
             if isinstance(d.event, Invoice.Drafted)
             else d.event.originator_id.hex
             for d in page
@@ -190,7 +191,7 @@ class InvoicesProjection(FoldProjection):
     def apply(self, row: dict[str, Any] | None, d: Delivered, tx: Tx) -> dict[str, Any] | None:
         e = d.event
         if isinstance(e, Invoice.Drafted):
-            entity = self._entities.get(BillableEntity.create_id(e.entity_id).hex)
+            entity = self._entities.get(entity_key(e.entity_id))
             return {
                 "seq": d.id,
                 "invoice_id": e.originator_id.hex,

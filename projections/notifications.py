@@ -15,7 +15,7 @@ from eventsourcing.utils import get_topic
 
 from ledger.entities.domain import DEFAULT_PREFERENCES, BillableEntity
 from ledger.invoices.domain import Invoice
-from projections.base import Col, Delivered, Projection, Store, Table, Tx
+from projections.base import Col, Delivered, Projection, Store, Table, Tx, entity_key
 
 NOTIFICATIONS = Table(
     name="proj_notifications",
@@ -95,7 +95,7 @@ class NotificationsProjection(Projection):
                     "number": None,
                 }
         entity_keys = sorted(
-            {BillableEntity.create_id(r["entity_id"]).hex for r in refs.values()}
+            {entity_key(r["entity_id"]) for r in refs.values()}
             | {d.event.originator_id.hex for d in page if isinstance(d.event, BillableEntity.Event)}
         )
         prefs = {r["aggregate_id"]: r for r in tx.select_in(PREFS, "aggregate_id", entity_keys)}
@@ -124,7 +124,7 @@ class NotificationsProjection(Projection):
                     refs[key] = ref = {**ref, "number": e.number}
                     touched_refs.add(key)
                 topic = _TOPIC_OF[type(e)]
-                entity = prefs.get(BillableEntity.create_id(ref["entity_id"]).hex)
+                entity = prefs.get(entity_key(ref["entity_id"]))
                 chosen = entity["preferences"] if entity else DEFAULT_PREFERENCES
                 base = {
                     "position": d.id,
