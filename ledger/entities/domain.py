@@ -42,7 +42,7 @@ def slugify(name: str) -> str:
 
 
 def check_entity_id(entity_id: str) -> str:
-    if not _ENTITY_ID.match(entity_id):
+    if not _ENTITY_ID.fullmatch(entity_id):
         raise InvalidEntity(
             f"entity id {entity_id!r} must be 1-63 lower-case letters, digits and dashes"
         )
@@ -59,7 +59,7 @@ def check_timezone(name: str) -> str:
 
 def check_emails(emails: list[str]) -> list[str]:
     for email in emails:
-        if not _EMAIL.match(email):
+        if not _EMAIL.fullmatch(email):
             raise InvalidEntity(f"not an email address: {email!r}")
     return list(emails)
 

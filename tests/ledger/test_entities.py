@@ -63,6 +63,8 @@ def test_both_kinds_can_be_registered(ledger: Ledger, kind: str) -> None:
         ({"entity_id": "-leading-dash"}, "lower-case letters"),
         ({"entity_id": "a" * 64}, "lower-case letters"),
         ({"entity_id": "has space"}, "lower-case letters"),
+        ({"entity_id": "acme\n"}, "lower-case letters"),  # `$` matches before a newline
+        ({"emails": ["billing@acme.example\n"]}, "not an email address"),
         ({"name": "   "}, "needs a name"),
         ({"name": "x" * 201}, "at most 200 characters"),
         ({"name": "!!!", "entity_id": None}, "cannot make an entity id"),
