@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ledger.app import Ledger
 from ledger.errors import InvalidAmount, InvalidRate, NotRecordedYet, UnknownEntity, UnknownRate
@@ -242,3 +244,50 @@ def test_rate_ids_are_per_entity(ledger: Ledger) -> None:
     assert Rate.create_id("one") != Rate.create_id("two")
     assert ledger.rate("one").currency == "usd"
     assert ledger.rate("two").currency == "eur"
+
+
+def test_rate_on_answers_like_a_bitemporal_model(fresh_ledgers) -> None:
+    """Random revisions (price, effective from) recorded one hour apart; for every day
+    and every recorded time, `rate_on` gives the version a plain model gives: of the
+    versions recorded by then, the latest effective on or before the day, the later
+    recorded of two from the same day. A revision equal to the one in force from its
+    own day is not recorded at all."""
+    prices = st.sampled_from([D("0.01"), D("0.0125"), D("0.02")])
+    days = st.integers(min_value=0, max_value=59).map(lambda n: date(2026, 1, 1) + timedelta(n))
+    with fresh_ledgers() as (ledger, clock, _raw):
+        serial = iter(range(10**6))
+
+        @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(
+            first=st.tuples(prices, days), revisions=st.lists(st.tuples(prices, days), max_size=8)
+        )
+        def check(first: tuple[Decimal, date], revisions: list[tuple[Decimal, date]]) -> None:
+            entity = f"e{next(serial)}"
+            ledger.register_entity(entity, "company", ADMIN)
+            model: list[tuple[datetime, int, Decimal, date]] = []
+
+            def in_force(day: date, known_at: datetime) -> tuple[int, Decimal, date] | None:
+                known = [v for v in model if v[0] <= known_at and v[3] <= day]
+                if not known:
+                    return None
+                _at, version, price, eff = max(known, key=lambda v: (v[3], v[1]))
+                return version, price, eff
+
+            for price, eff in [first, *revisions]:
+                clock.advance(hours=1)
+                now = in_force(eff, clock.now)
+                expected = now is None or (now[1], now[2]) != (price, eff)
+                recorded = ledger.set_rate(entity, price, "usd", eff, "r", ADMIN)
+                assert recorded is expected
+                if recorded:
+                    model.append((clock.now, len(model) + 1, price, eff))
+            times = [m[0] for m in model]
+            for known_at in [*times, *(t + timedelta(minutes=30) for t in times)]:
+                for day in [date(2025, 12, 31), *(m[3] for m in model), date(2026, 3, 1)]:
+                    got = ledger.rate_on(entity, day, as_recorded=known_at)
+                    want = in_force(day, known_at)
+                    assert (got and (got.version, got.unit_price, got.effective_from)) == want
+            with pytest.raises(NotRecordedYet):
+                ledger.rate_on(entity, date(2026, 1, 1), as_recorded=times[0] - timedelta(1))
+
+        check()
