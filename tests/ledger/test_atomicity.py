@@ -3,12 +3,15 @@ index rows of one save commit together or not at all."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from billtrail import bootstrap
+from billtrail.settings import Settings
 from ledger.app import Ledger
 from ledger.entities.domain import BillableEntity
 from ledger.sources import Source
@@ -143,3 +146,56 @@ def test_a_call_recorded_by_another_writer_between_classification_and_save(
     assert usage is not None
     assert (usage.calls, usage.duplicates, usage.duration_seconds) == (1, duplicates, 30)
     assert ledger.verify_seal().ok
+
+
+def test_two_writers_importing_overlapping_calls_count_each_call_once(
+    ledger: Ledger, database_url: str, tmp_path: Any
+) -> None:
+    """Two importers (two applications on one database) record the same 60 calls in
+    chunks, in opposite orders, at the same time: every call lands in exactly one
+    day's events, the rest are duplicates, and the seal holds."""
+    ledger.register_entity("Acme", "company", ADMIN, timezone="Europe/Paris")
+    rows = [
+        CallRow(i, f"c{i}", "acme", datetime(2026, 3, 1 + i % 3, 8 + i % 12, tzinfo=UTC), i)
+        for i in range(1, 61)
+    ]
+    chunks = [rows[i : i + 10] for i in range(0, 60, 10)]
+    writers = [
+        bootstrap.ledger(
+            Settings.from_env(
+                {
+                    "BILLTRAIL_DATABASE_URL": database_url,
+                    "BILLTRAIL_SEAL_KEY": "seal-key-for-tests-only-0123456789abcdef",
+                    "BILLTRAIL_VAR_DIR": str(tmp_path / f"w{n}"),
+                }
+            )
+        )
+        for n in range(2)
+    ]
+
+    def run(n: int) -> tuple[int, int, int]:
+        source = Source("import_file", f"calls-{n}.csv")
+        outcomes = [writers[n].record_calls(c, source) for c in (chunks if n else chunks[::-1])]
+        return (
+            sum(o.recorded for o in outcomes),
+            sum(o.duplicates for o in outcomes),
+            sum(len(o.conflicts) for o in outcomes),
+        )
+
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(run, range(2)))
+    finally:
+        for writer in writers:
+            writer.close()
+    assert sum(r[0] for r in results) == 60
+    assert sum(r[1] for r in results) == 60
+    assert sum(r[2] for r in results) == 0
+    counted: list[str] = []
+    for day in (date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3)):
+        for event in ledger.history(Usage.create_id("acme", day)):
+            if type(event).__name__ == "CallsRecorded":
+                counted.extend(row[0] for row in event.calls)
+    assert sorted(counted) == sorted(r.call_id for r in rows)
+    result = ledger.verify_seal()
+    assert result.ok, result.finding
