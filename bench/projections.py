@@ -337,11 +337,8 @@ def rebuild_rate(runner: Runner, name: str) -> tuple[int, float]:
     t0 = time.perf_counter()
     runner.rebuild([name])
     seconds = time.perf_counter() - t0
-    events = len(
-        runner.app.recorder.select_notifications(
-            start=None, limit=10**9, topics=list(runner.select([name])[0].topics)
-        )
-    )
+    head = runner.app.recorder.max_notification_id() or 0
+    events = runner.count_events(runner.select([name])[0].topics, 0, head)
     return events, seconds
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from eventsourcing.projection import ApplicationSubscription
 
-from projections.base import POSTGRES, TRACKING_TABLE, Delivered, Projection, Store, Tx
+from projections.base import POSTGRES, SQLITE, TRACKING_TABLE, Delivered, Projection, Store, Tx
 from projections.decoding import Decoder
 
 log = logging.getLogger(__name__)
@@ -289,21 +289,24 @@ class Runner:
         result = []
         for p in self.projections:
             position = positions[p.name]
-            pending = 0
-            if position < head:
-                pending = len(
-                    self.app.recorder.select_notifications(
-                        start=position,
-                        limit=1_000_000_000,
-                        stop=head,
-                        topics=list(p.topics),
-                        inclusive_of_start=False,
-                    )
-                )
+            pending = self.count_events(p.topics, position, head) if position < head else 0
             result.append(
                 Position(p.name, self.tracking_name(p), position, head, pending, p.name in loading)
             )
         return result
+
+    def count_events(self, topics: Sequence[str], after: int, upto: int) -> int:
+        """How many events of `topics` the log holds in (after, upto], counted in SQL."""
+        recorder = self.app.recorder
+        column = "rowid" if self.store.backend == SQLITE else "notification_id"
+        with self.store.reading() as tx:
+            clause, params = tx.in_list(sorted(topics))
+            rows = tx.execute(
+                f"SELECT count(*) FROM {tx.prefix}{recorder.events_table_name} "
+                f"WHERE {column} > ? AND {column} <= ? AND topic {clause}",
+                [after, upto, *params],
+            )
+        return int(rows[0][0])
 
     # Waiting and following ---------------------------------------------------------
 
