@@ -329,3 +329,15 @@ def test_invoices_are_listed_in_the_order_first_recorded(ledger: Ledger, acme: s
     for stripe_id in ["in_b", "in_a", "in_c"]:
         ledger.observe_invoice(snap("open", stripe_id=stripe_id), evt())
     assert [i.stripe_id for i in ledger.invoices()] == ["in_b", "in_a", "in_c"]
+
+
+def test_an_invoice_is_found_by_its_stripe_id_or_its_number(ledger: Ledger, acme: str) -> None:
+    ledger.observe_invoice(snap("draft", stripe_id="in_draft"), evt())
+    ledger.observe_invoice(snap("open", stripe_id="in_a", number="ACME-0001"), evt())
+    ledger.observe_invoice(snap("paid", stripe_id="in_b", number="ACME-0002"), evt())
+    assert ledger.find_invoice("in_b").number == "ACME-0002"
+    assert ledger.find_invoice("ACME-0001").stripe_id == "in_a"
+    assert ledger.find_invoice("in_draft").status is Status.DRAFT
+    for missing in ("ACME-0003", "in_404", ""):
+        with pytest.raises(UnknownInvoice):
+            ledger.find_invoice(missing)
