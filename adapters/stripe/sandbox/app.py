@@ -15,7 +15,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -26,6 +25,7 @@ from adapters.stripe.sandbox import (
     events,
     invoices,
     meters,
+    sandbox_api,
     subscriptions,
     test_clocks,
 )
@@ -42,6 +42,7 @@ from adapters.stripe.sandbox.expand import expand
 from adapters.stripe.sandbox.faults import Faults, HttpFault
 from adapters.stripe.sandbox.forms import Params, decode_pairs, expand_paths
 from adapters.stripe.sandbox.idempotency import Idempotency, Saved, fingerprint
+from adapters.stripe.sandbox.messages import Request, Response, error_response
 from adapters.stripe.sandbox.routing import Router
 from adapters.stripe.sandbox.store import Store
 from adapters.stripe.sandbox.webhooks import DEFAULT_RETRY_DELAYS, Dispatcher
@@ -69,30 +70,6 @@ ROUTES = [
 ]
 
 
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    query: str = ""
-    body: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=dict)  # names in lower case
-
-
-@dataclass
-class Response:
-    status: int
-    body: JsonDict | None
-    headers: dict[str, str] = field(default_factory=dict)
-    drop: bool = False  # close the connection without answering
-
-
-def error_response(error: StripeError, request_id: str | None = None) -> Response:
-    headers = dict(error.headers)
-    if request_id:
-        headers["Request-Id"] = request_id
-    return Response(error.status, error.body(), headers)
-
-
 class Sandbox:
     def __init__(
         self,
@@ -108,6 +85,7 @@ class Sandbox:
         self.state_file = Path(state_file) if state_file else None
         self.store = Store.load(self.state_file, seed) if self.state_file else Store(seed)
         self._seed = seed
+        self._resets = 0
         self.lock = threading.RLock()
         self.clock = ServerClock(clock_source, self.store.server_offset)
         self.faults_enabled = faults_enabled
@@ -146,7 +124,11 @@ class Sandbox:
     def reset(self) -> None:
         with self.lock:
             self.dispatcher.clear()
-            self.store = Store(seed=self._seed)
+            # A new seed: ids from before the reset must not come back (a webhook
+            # consumer deduplicating on event ids would drop the new events).
+            self._resets += 1
+            seed = f"{self._seed}/reset-{self._resets}" if self._seed else None
+            self.store = Store(seed=seed)
             self.idempotency.reset(self.store)
             self.faults.clear()
             self.clock.reset()
@@ -172,8 +154,6 @@ class Sandbox:
     def _handle_control(self, request: Request) -> Response:
         if not self.faults_enabled:
             return error_response(unrecognized_url(request.method, request.path))
-        from adapters.stripe.sandbox import sandbox_api
-
         return sandbox_api.handle(self, request)
 
     def _handle_api(self, request: Request) -> Response:
@@ -298,12 +278,15 @@ class Sandbox:
             time.sleep(delay)
         with self.lock:
             ctx = self.new_ctx(request_id, key)
-            undo = self._snapshot() if request.method != "GET" else None
+            undoable = request.method != "GET"
+            if undoable:
+                self.store.begin()
             response, commit, store_it = self._run_handler(ctx, request, params)
-            if not commit and undo is not None:
-                self._restore(undo)
+            if undoable and not commit:
+                self.store.rollback()
                 ctx.events.clear()
                 ctx.after_commit.clear()
+            self.store.end()
             self.commit(ctx, persist=request.method != "GET" or bool(ctx.events))
         for hook in ctx.after_commit:
             hook()
@@ -336,12 +319,6 @@ class Sandbox:
         ctx.events.clear()
         if persist:
             self._persist()
-
-    def _snapshot(self) -> tuple[JsonDict, int]:
-        return copy.deepcopy(self.store.objects), self.store.seq
-
-    def _restore(self, undo: tuple[JsonDict, int]) -> None:
-        self.store.objects, self.store.seq = undo
 
     # Background work ------------------------------------------------------------------
 

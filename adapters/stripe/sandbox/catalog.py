@@ -47,7 +47,7 @@ def _currency(p: Params, key: str = "currency") -> str:
 def _new_product(ctx: Ctx, p: Params, *, custom_id: bool = True) -> JsonDict:
     now = ctx.server.now()
     product_id = (p.text("id") if custom_id else None) or ctx.store.new_id("prod")
-    if product_id in ctx.store.objects["product"]:
+    if ctx.store.has("product", product_id):
         raise invalid("Product already exists.", param="id", code="resource_already_exists")
     product = {
         "id": product_id,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from adapters.stripe.sandbox.clock import ServerClock
 from adapters.stripe.sandbox.errors import JsonDict
@@ -76,8 +75,3 @@ def clock_of(obj: JsonDict) -> str | None:
         return str(obj["id"])
     clock = obj.get("test_clock")
     return clock if isinstance(clock, str) else None
-
-
-def as_dict(value: Any) -> JsonDict:
-    assert isinstance(value, dict)
-    return value

@@ -12,7 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from adapters.stripe.sandbox import invoices as inv
-from adapters.stripe.sandbox.catalog import active_tax_rates, tax_percentage
+from adapters.stripe.sandbox.catalog import active_tax_rates, decimal_text, tax_percentage
 from adapters.stripe.sandbox.context import Ctx, public, renders
 from adapters.stripe.sandbox.errors import JsonDict, invalid
 from adapters.stripe.sandbox.forms import Params, apply_metadata
@@ -84,7 +84,7 @@ def _line(
         "taxes": taxes,
         "type": kind,
         "unit_amount": int(unit) if unit is not None and unit == int(unit) else None,
-        "unit_amount_decimal": str(unit) if unit is not None else None,
+        "unit_amount_decimal": decimal_text(unit) if unit is not None else None,
         "_tax_rates": rates,
     }
 
@@ -180,7 +180,7 @@ def _credit_lines(ctx: Ctx, p: Params, invoice: JsonDict) -> list[JsonDict]:
 def _creditable(ctx: Ctx, invoice: JsonDict) -> int:
     credited = sum(
         int(n["total"])
-        for n in ctx.store.all("credit_note")
+        for n in ctx.store.scan("credit_note")
         if n["invoice"] == invoice["id"] and n["status"] != "void"
     )
     return int(invoice["total"]) - credited
@@ -232,7 +232,7 @@ def _new_note(
     ctx: Ctx, invoice: JsonDict, lines: list[JsonDict], subtotal: int, total: int, fields: JsonDict
 ) -> JsonDict:
     now = ctx.now_of(invoice)
-    count = sum(1 for n in ctx.store.all("credit_note") if n["invoice"] == invoice["id"])
+    count = sum(1 for n in ctx.store.scan("credit_note") if n["invoice"] == invoice["id"])
     note_id = ctx.store.new_id("cn")
     taxes: dict[str, list[int]] = {}
     for line in lines:

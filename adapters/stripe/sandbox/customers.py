@@ -155,8 +155,7 @@ def retrieve_payment_method(ctx: Ctx, p: Params, pm_id: str) -> JsonDict:
 def list_payment_methods(ctx: Ctx, p: Params, customer_id: str | None = None) -> JsonDict:
     customer_id = customer_id or p.text("customer", required=True)
     live_customer(ctx, customer_id)
-    kind = p.choice("type", ("card",))
-    del kind
+    p.choice("type", ("card",))
     found = [pm for pm in ctx.store.all("payment_method") if pm["customer"] == customer_id]
     url = f"/v1/customers/{customer_id}/payment_methods"
     result = list_response(ctx, p, newest_first(found), url)
@@ -308,6 +307,7 @@ def update_customer(ctx: Ctx, p: Params, customer_id: str) -> JsonDict:
 def delete_customer(ctx: Ctx, p: Params, customer_id: str) -> JsonDict:
     p.finish()
     customer = live_customer(ctx, customer_id, "id")
+    # Subscriptions are built on customers, so this one call goes the other way.
     from adapters.stripe.sandbox.subscriptions import cancel_all_for_customer
 
     cancel_all_for_customer(ctx, customer)

@@ -51,7 +51,7 @@ def record_event(ctx: Ctx, event_type: str, obj: JsonDict, previous: JsonDict | 
 def endpoints_for(ctx: Ctx, event_type: str) -> list[JsonDict]:
     return [
         e
-        for e in ctx.store.all("webhook_endpoint")
+        for e in ctx.store.scan("webhook_endpoint")
         if not e.get("_deleted")
         and e["status"] == "enabled"
         and ("*" in e["enabled_events"] or event_type in e["enabled_events"])

@@ -13,7 +13,6 @@ from urllib.parse import parse_qsl
 
 from adapters.stripe.sandbox.errors import (
     JsonDict,
-    StripeError,
     invalid,
     missing_param,
     unknown_param,
@@ -23,6 +22,8 @@ _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _SEGMENT = re.compile(r"\[([^\[\]]*)\]")
 MAX_LIST_INDEX = 1000
 METADATA_MAX_KEYS = 50
+# Far above any real amount, yet small enough that amounts stay ordinary integers.
+MAX_DECIMAL = Decimal(10) ** 15
 
 
 def decode(raw: str) -> JsonDict:
@@ -174,7 +175,7 @@ class Params:
             number = Decimal(value) if isinstance(value, str) else None
         except InvalidOperation:
             number = None
-        if number is None or not number.is_finite():
+        if number is None or not number.is_finite() or abs(number) >= MAX_DECIMAL:
             raise invalid(f"Invalid decimal: {value}", param=self.name(key))
         exponent = number.normalize().as_tuple().exponent
         if isinstance(exponent, int) and -exponent > max_places:
@@ -281,8 +282,3 @@ def expand_paths(params: Mapping[str, Any]) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise invalid("Invalid array: expand must be an array of strings", param="expand")
     return list(value)
-
-
-def ensure(condition: bool, error: StripeError) -> None:
-    if not condition:
-        raise error

@@ -15,7 +15,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from adapters.stripe.sandbox import customers as cust
-from adapters.stripe.sandbox.catalog import decimal_text, tax_percentage
+from adapters.stripe.sandbox.catalog import active_tax_rates, decimal_text, tax_percentage
 from adapters.stripe.sandbox.clock import DAY, HOUR
 from adapters.stripe.sandbox.context import Ctx, public, renders
 from adapters.stripe.sandbox.errors import (
@@ -25,6 +25,7 @@ from adapters.stripe.sandbox.errors import (
     unexpected_state,
 )
 from adapters.stripe.sandbox.forms import Params, apply_metadata
+from adapters.stripe.sandbox.meters import aggregate
 from adapters.stripe.sandbox.pagination import list_response, newest_first, range_filter
 from adapters.stripe.sandbox.routing import Route, route
 
@@ -306,8 +307,6 @@ def subscription_item_parent(subscription_id: str, item_id: str) -> JsonDict:
 
 def refresh_metered_lines(ctx: Ctx, invoice: JsonDict) -> None:
     """Usage reported during the finalization grace period still counts."""
-    from adapters.stripe.sandbox.meters import aggregate
-
     for line in invoice["_lines"]:
         metered = line["_metered"]
         if metered is None:
@@ -498,6 +497,7 @@ def mark_paid(
 
 def _notify_subscription(ctx: Ctx, invoice: JsonDict, *, paid: bool) -> None:
     if invoice["_subscription"]:
+        # Subscriptions are built on invoices, so this one call goes the other way.
         from adapters.stripe.sandbox.subscriptions import invoice_settled
 
         invoice_settled(ctx, invoice, paid=paid)
@@ -616,8 +616,6 @@ def create_invoice_item(ctx: Ctx, p: Params) -> JsonDict:
     end = period.integer("end", required=True) if period else now
     p.finish()
     _check_item_target(invoice, customer, currency)
-    from adapters.stripe.sandbox.catalog import active_tax_rates
-
     active_tax_rates(ctx, tax_rates, "tax_rates")
     item = {
         "id": ctx.store.new_id("ii"),
@@ -763,7 +761,9 @@ def list_invoice_items(ctx: Ctx, p: Params) -> JsonDict:
 # Invoice endpoints ------------------------------------------------------------------
 
 
-def _collection(p: Params, current: str | None = None) -> tuple[str, int | None, int | None]:
+def collection_settings(
+    p: Params, current: str | None = None
+) -> tuple[str, int | None, int | None]:
     method = p.choice("collection_method", COLLECTION_METHODS) or current or "charge_automatically"
     days = p.integer("days_until_due", minimum=0, maximum=3650)
     due_date = p.integer("due_date", minimum=0)
@@ -775,7 +775,7 @@ def _collection(p: Params, current: str | None = None) -> tuple[str, int | None,
 
 def create_invoice(ctx: Ctx, p: Params) -> JsonDict:
     customer = cust.live_customer(ctx, p.text("customer", required=True))
-    method, days, due_date = _collection(p)
+    method, days, due_date = collection_settings(p)
     if method == "send_invoice" and days is None and due_date is None:
         raise invalid(
             "Missing required param: days_until_due (or due_date) when "
@@ -786,8 +786,6 @@ def create_invoice(ctx: Ctx, p: Params) -> JsonDict:
     auto_advance = p.boolean("auto_advance") is True
     pending = p.choice("pending_invoice_items_behavior", ("include", "exclude")) or "exclude"
     currency = (p.text("currency") or customer["currency"] or "usd").lower()
-    from adapters.stripe.sandbox.catalog import active_tax_rates
-
     rates = active_tax_rates(ctx, p.strings("default_tax_rates") or [], "default_tax_rates")
     pm_id = p.text("default_payment_method")
     extra = {
@@ -859,14 +857,12 @@ def _draft_changes(ctx: Ctx, p: Params, invoice: JsonDict) -> dict[str, Any]:
     if given:
         changes["description"] = description
     if any(p.has(k) for k in ("collection_method", "days_until_due", "due_date")):
-        method, days, due_date = _collection(p, invoice["collection_method"])
+        method, days, due_date = collection_settings(p, invoice["collection_method"])
         changes.update(collection_method=method, days_until_due=days, due_date=due_date)
     else:
-        _collection(p)
+        collection_settings(p)
     rates = p.strings("default_tax_rates")
     if rates is not None:
-        from adapters.stripe.sandbox.catalog import active_tax_rates
-
         changes["_default_tax_rates"] = active_tax_rates(ctx, rates, "default_tax_rates")
     return changes
 

@@ -25,6 +25,7 @@ WINDOWS = {"hour": HOUR, "day": DAY}
 PAST_LIMIT = 35 * DAY
 FUTURE_LIMIT = 5 * MINUTE
 CANCEL_WINDOW = DAY
+MAX_SUMMARY_WINDOWS = 10_000
 EVENTS = "billing.meter_event"
 
 
@@ -173,7 +174,7 @@ def create_meter_event(ctx: Ctx, p: Params) -> JsonDict:
     now = ctx.now_of(customer)
     timestamp = now if timestamp is None else timestamp
     _check_timestamp(timestamp, now)
-    if identifier in ctx.store.objects[EVENTS]:
+    if ctx.store.has(EVENTS, identifier):
         raise StripeError(
             400,
             "invalid_request_error",
@@ -194,9 +195,9 @@ def create_meter_event(ctx: Ctx, p: Params) -> JsonDict:
         "_value": str(value),
         "_received": ctx.server.now(),
         "_cancelled": False,
-        "_seq": ctx.store.next_seq(),
     }
-    ctx.store.objects[EVENTS][identifier] = event
+    ctx.store.next_seq()
+    ctx.store.add(EVENTS, event, key=identifier)
     return public(event)
 
 
@@ -208,7 +209,7 @@ def create_adjustment(ctx: Ctx, p: Params) -> JsonDict:
     identifier = cancel.text("identifier", required=True)
     assert identifier is not None
     p.finish()
-    event = ctx.store.objects[EVENTS].get(identifier)
+    event = ctx.store.lookup(EVENTS, identifier)
     if event is None or event["event_name"] != event_name:
         raise invalid(
             f"No meter event with identifier {identifier} for event_name {event_name}.",
@@ -242,7 +243,7 @@ def _counted_events(
 ) -> list[JsonDict]:
     events = [
         e
-        for e in ctx.store.objects[EVENTS].values()
+        for e in ctx.store.scan(EVENTS)
         if e["_meter"] == meter["id"]
         and e["_customer"] == customer_id
         and not e["_cancelled"]
@@ -279,6 +280,8 @@ def list_summaries(ctx: Ctx, p: Params, meter_id: str) -> JsonDict:
     step = WINDOWS[grouping] if grouping else MINUTE
     if start >= end:
         raise invalid("start_time must be before end_time.", param="start_time")
+    if grouping and (end - start) // step > MAX_SUMMARY_WINDOWS:
+        raise invalid(f"At most {MAX_SUMMARY_WINDOWS} {grouping}s per request.", param="end_time")
     if start % step or end % step:
         raise invalid(
             f"start_time and end_time must be aligned to {grouping or 'minute'} boundaries.",

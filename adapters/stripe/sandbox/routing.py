@@ -8,9 +8,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.stripe.sandbox.context import Ctx
-from adapters.stripe.sandbox.forms import Params
-
 Handler = Callable[..., Any]
 _ARG = re.compile(r"\{(\w+)\}")
 
@@ -39,7 +36,3 @@ class Router:
             if found:
                 return candidate.handler, found.groups()
         return None
-
-
-def call(handler: Handler, ctx: Ctx, params: Params, args: tuple[str, ...]) -> Any:
-    return handler(ctx, params, *args)

@@ -15,17 +15,16 @@ from adapters.stripe.sandbox.errors import JsonDict, StripeError, invalid, unrec
 from adapters.stripe.sandbox.events import new_secret
 from adapters.stripe.sandbox.faults import HTTP_STATUSES, WHEN, HttpFault, Latency
 from adapters.stripe.sandbox.forms import Params, decode_pairs
+from adapters.stripe.sandbox.messages import Request, Response, error_response
 from adapters.stripe.sandbox.routing import Route, Router, route
 
 if TYPE_CHECKING:
-    from adapters.stripe.sandbox.app import Request, Response, Sandbox
+    from adapters.stripe.sandbox.app import Sandbox
 
 ControlHandler = Callable[["Sandbox", Params], JsonDict]
 
 
 def handle(sandbox: Sandbox, request: Request) -> Response:
-    from adapters.stripe.sandbox.app import Response, error_response
-
     try:
         params = Params(_params(request))
         match = _ROUTER.match(request.method, request.path)
@@ -139,7 +138,7 @@ def show_clock(sandbox: Sandbox, p: Params) -> JsonDict:
 
 
 def advance_clock(sandbox: Sandbox, p: Params) -> JsonDict:
-    seconds = p.integer("seconds", required=True, minimum=0)
+    seconds = p.integer("seconds", required=True, minimum=0, maximum=10 * 365 * 86400)
     assert seconds is not None
     sandbox.advance_server_clock(seconds)
     return show_clock(sandbox, p)

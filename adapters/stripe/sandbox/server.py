@@ -15,8 +15,10 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from adapters.stripe.sandbox.app import SANDBOX_API_KEY, Request, Sandbox
+from adapters.stripe.sandbox.app import SANDBOX_API_KEY, Sandbox
+from adapters.stripe.sandbox.context import API_VERSION
 from adapters.stripe.sandbox.control import SandboxControl
+from adapters.stripe.sandbox.messages import Request
 from adapters.stripe.sandbox.webhooks import DEFAULT_RETRY_DELAYS
 
 log = logging.getLogger("billtrail.stripe_sandbox.http")
@@ -59,7 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Stripe-Version", "2026-10-28.endive")
+        self.send_header("Stripe-Version", API_VERSION)
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()

@@ -6,6 +6,7 @@ and are never served. Everything is plain JSON, so `--state FILE` is one
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -62,6 +63,8 @@ class Store:
         self.objects: dict[str, dict[str, JsonDict]] = {kind: {} for kind in KINDS}
         self.idempotency: dict[str, JsonDict] = {}
         self.deliveries: dict[str, JsonDict] = {}
+        self._journal: dict[tuple[str, str], JsonDict | None] | None = None
+        self._journal_seq = 0
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -78,26 +81,70 @@ class Store:
             chars.append(_ALPHABET[rest])
         return f"{prefix}_{''.join(chars)}"
 
-    def add(self, kind: str, obj: JsonDict) -> JsonDict:
+    def add(self, kind: str, obj: JsonDict, key: str | None = None) -> JsonDict:
+        key = key or obj["id"]
+        self._remember(kind, key, self.objects[kind].get(key))
         obj["_seq"] = self.seq
-        self.objects[kind][obj["id"]] = obj
+        self.objects[kind][key] = obj
         return obj
 
     def get(self, kind: str, object_id: str, param: str = "id") -> JsonDict:
-        obj = self.objects[kind].get(object_id) if isinstance(object_id, str) else None
+        obj = self.lookup(kind, object_id) if isinstance(object_id, str) else None
         if obj is None:
             raise no_such(KINDS[kind][1], str(object_id), param)
         return obj
 
+    def lookup(self, kind: str, key: str) -> JsonDict | None:
+        obj = self.objects[kind].get(key)
+        if obj is not None:
+            self._remember(kind, key, obj)
+        return obj
+
+    def peek(self, kind: str, key: str) -> JsonDict:
+        """An object known to exist, for a caller that only reads it."""
+        return self.objects[kind][key]
+
+    def has(self, kind: str, key: str) -> bool:
+        return key in self.objects[kind]
+
     def find(self, object_id: str) -> JsonDict | None:
         kind = PREFIXES.get(object_id.split("_", 1)[0])
-        return self.objects[kind].get(object_id) if kind else None
+        return self.lookup(kind, object_id) if kind else None
 
     def all(self, kind: str) -> list[JsonDict]:
+        """Every object of a kind, for a caller that may change them."""
+        for key, obj in self.objects[kind].items():
+            self._remember(kind, key, obj)
         return list(self.objects[kind].values())
 
-    def remove(self, kind: str, object_id: str) -> None:
-        self.objects[kind].pop(object_id, None)
+    def scan(self, kind: str) -> list[JsonDict]:
+        """Every object of a kind, for a caller that only reads them."""
+        return list(self.objects[kind].values())
+
+    # The undo journal --------------------------------------------------------------
+    # While a request runs, the first access to an object through the methods above
+    # keeps a copy of it, so a refused request can be undone by restoring only what
+    # it could have touched (copying the whole state per request was too slow).
+
+    def begin(self) -> None:
+        self._journal = {}
+        self._journal_seq = self.seq
+
+    def end(self) -> None:
+        self._journal = None
+
+    def rollback(self) -> None:
+        for (kind, key), before in (self._journal or {}).items():
+            if before is None:
+                self.objects[kind].pop(key, None)
+            else:
+                self.objects[kind][key] = before
+        self.seq = self._journal_seq
+        self._journal = None
+
+    def _remember(self, kind: str, key: str, obj: JsonDict | None) -> None:
+        if self._journal is not None and (kind, key) not in self._journal:
+            self._journal[(kind, key)] = copy.deepcopy(obj) if obj is not None else None
 
     # Persistence -----------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from adapters.stripe.sandbox.context import Ctx, public, renders
 from adapters.stripe.sandbox.customers import live_customer, payment_method_for_charge
 from adapters.stripe.sandbox.errors import JsonDict, invalid
 from adapters.stripe.sandbox.forms import Params, apply_metadata
+from adapters.stripe.sandbox.meters import aggregate
 from adapters.stripe.sandbox.pagination import list_response, newest_first, range_filter
 from adapters.stripe.sandbox.routing import Route, route
 
@@ -151,7 +152,7 @@ def _check_compatible(prices: list[JsonDict]) -> None:
 def create_subscription(ctx: Ctx, p: Params) -> JsonDict:
     customer = live_customer(ctx, p.text("customer", required=True))
     specs = _item_specs(ctx, p)
-    method, days, _ = inv._collection(p)
+    method, days, _ = inv.collection_settings(p)
     if method == "send_invoice" and days is None:
         raise invalid(
             "Missing required param: days_until_due.",
@@ -355,8 +356,6 @@ def _add_licensed_line(ctx: Ctx, invoice: JsonDict, subscription: JsonDict, item
 def _add_metered_line(
     ctx: Ctx, invoice: JsonDict, subscription: JsonDict, item: JsonDict, start: int, end: int
 ) -> None:
-    from adapters.stripe.sandbox.meters import aggregate
-
     price = ctx.store.get("price", item["_price"])
     if price["recurring"]["usage_type"] != "metered":
         return
@@ -384,11 +383,12 @@ def _product_name(ctx: Ctx, price: JsonDict) -> str:
 
 
 def period_end(ctx: Ctx, subscription: JsonDict) -> int:
-    return int(items_of(ctx, subscription)[0]["current_period_end"])
+    return int(ctx.store.peek("subscription_item", subscription["_items"][0])["current_period_end"])
 
 
 def interval_of(ctx: Ctx, subscription: JsonDict) -> tuple[str, int]:
-    recurring = ctx.store.get("price", items_of(ctx, subscription)[0]["_price"])["recurring"]
+    item = ctx.store.peek("subscription_item", subscription["_items"][0])
+    recurring = ctx.store.peek("price", item["_price"])["recurring"]
     return str(recurring["interval"]), int(recurring["interval_count"])
 
 
@@ -555,7 +555,7 @@ def _subscription_changes(ctx: Ctx, p: Params, subscription: JsonDict) -> JsonDi
     if rates is not None:
         changes["_default_tax_rates"] = active_tax_rates(ctx, rates, "default_tax_rates")
     if p.has("collection_method") or p.has("days_until_due"):
-        method, days, _ = inv._collection(p, subscription["collection_method"])
+        method, days, _ = inv.collection_settings(p, subscription["collection_method"])
         changes.update(collection_method=method, days_until_due=days)
     return changes
 

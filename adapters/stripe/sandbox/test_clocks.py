@@ -24,6 +24,8 @@ from adapters.stripe.sandbox.routing import Route, route
 CLOCK = "test_helpers.test_clock"
 RETENTION = 30 * DAY
 MAX_JOBS_PER_RUN = 100_000
+# 2100-01-01: calendar arithmetic on periods stays far from datetime's limits.
+MAX_FROZEN_TIME = 4102444800
 # Same-time jobs run in this order: invoices due now settle before new ones appear.
 JOB_ORDER = {"finalize": 0, "retry": 1, "renew": 2}
 
@@ -41,10 +43,10 @@ class Job:
 def _jobs(ctx: Ctx, clock_id: str | None) -> list[Job]:
     jobs = [
         Job(subs.period_end(ctx, s), "renew", s)
-        for s in ctx.store.all("subscription")
+        for s in ctx.store.scan("subscription")
         if s["test_clock"] == clock_id and s["status"] in subs.RENEWING
     ]
-    for invoice in ctx.store.all("invoice"):
+    for invoice in ctx.store.scan("invoice"):
         if invoice["test_clock"] != clock_id or invoice.get("_deleted"):
             continue
         if invoice["status"] == "draft" and invoice["automatically_finalizes_at"]:
@@ -70,6 +72,9 @@ def run_due_jobs(
 
 
 def _run(ctx: Ctx, job: Job) -> None:
+    # The scan that found the job only read; fetching the target again lets the
+    # request's undo journal keep a copy before the job changes it.
+    ctx.store.get("subscription" if job.kind == "renew" else "invoice", job.target["id"])
     if job.kind == "renew":
         subs.renew(ctx, job.target)
     elif job.kind == "finalize":
@@ -89,7 +94,7 @@ def render_clock(ctx: Ctx, clock: JsonDict) -> JsonDict:
 
 
 def create_clock(ctx: Ctx, p: Params) -> JsonDict:
-    frozen_time = p.integer("frozen_time", required=True, minimum=0)
+    frozen_time = p.integer("frozen_time", required=True, minimum=0, maximum=MAX_FROZEN_TIME)
     name = p.text("name", max_length=300)
     p.finish()
     now = ctx.server.now()
@@ -134,7 +139,7 @@ def advance_limit(ctx: Ctx, clock: JsonDict) -> int:
     """Two intervals of the shortest subscription on the clock, or two years."""
     on_clock = [
         s
-        for s in ctx.store.all("subscription")
+        for s in ctx.store.scan("subscription")
         if s["test_clock"] == clock["id"] and s["status"] != "canceled"
     ]
     shortest = subs.shortest_interval(ctx, on_clock)
@@ -143,7 +148,7 @@ def advance_limit(ctx: Ctx, clock: JsonDict) -> int:
 
 
 def advance_clock(ctx: Ctx, p: Params, clock_id: str) -> JsonDict:
-    target = p.integer("frozen_time", required=True, minimum=0)
+    target = p.integer("frozen_time", required=True, minimum=0, maximum=MAX_FROZEN_TIME)
     assert target is not None
     p.finish()
     clock = _live_clock(ctx, clock_id)
@@ -174,7 +179,7 @@ def advance_clock(ctx: Ctx, p: Params, clock_id: str) -> JsonDict:
 
 def complete_advance(ctx: Ctx, clock_id: str) -> None:
     """The worker's half of an advance: run the jobs, then report `ready`."""
-    clock = ctx.store.objects[CLOCK].get(clock_id)
+    clock = ctx.store.lookup(CLOCK, clock_id)
     if clock is None or clock["status"] != "advancing":
         return
     target = int(clock["status_details"]["advancing"]["target_frozen_time"])

@@ -209,6 +209,21 @@ def test_a_refused_request_changes_nothing(stripe_client: stripe.StripeClient) -
     ] == []
 
 
+def test_an_unknown_parameter_creates_nothing(stripe_client: stripe.StripeClient) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        stripe_client.raw_request(
+            "post",
+            "/v1/prices",
+            currency="usd",
+            unit_amount=100,
+            product_data={"name": "Orphan"},
+            colour="blue",
+        )
+    assert refused.value.code == "parameter_unknown"
+    assert stripe_client.v1.products.list().data == []
+    assert stripe_client.v1.prices.list().data == []
+
+
 MALFORMED: list[dict[str, Any]] = [
     {"metadata": "not-a-hash"},
     {"metadata": "x", "metadata[a]": "b"},

@@ -189,13 +189,14 @@ def test_reset_forgets_everything(
     sandbox: RunningSandbox,
     stripe_client: stripe.StripeClient,
 ) -> None:
-    stripe_client.v1.customers.create({}, {"idempotency_key": "before-reset"})
+    before = stripe_client.v1.customers.create({}, {"idempotency_key": "before-reset"})
     sandbox.control.fail_next(500, count=5)
     assert sandbox.control.reset() == {"reset": True}
     assert stripe_client.v1.customers.list().data == []
     assert sandbox.control.faults()["http"] == []
     again = stripe_client.v1.customers.create({"name": "New"}, {"idempotency_key": "before-reset"})
     assert again.name == "New"
+    assert again.id != before.id  # a seeded sandbox does not hand out old ids again
 
 
 def test_the_sandbox_routes_are_refused_unless_faults_are_enabled() -> None:

@@ -310,6 +310,71 @@ def test_failed_automatic_payments_are_retried_on_schedule_then_dunning_stops(
     assert stripe_client.v1.subscriptions.retrieve(subscription.id).status == "past_due"
 
 
+def metered_subscription(client: stripe.StripeClient, customer_id: str) -> Any:
+    meter = client.v1.billing.meters.create(
+        {"display_name": "Calls", "event_name": "calls", "default_aggregation": {"formula": "sum"}}
+    )
+    per_call = client.v1.prices.create(
+        {
+            "currency": "usd",
+            "unit_amount": 3,
+            "product_data": {"name": "Calls"},
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+        }
+    )
+    return client.v1.subscriptions.create(
+        {
+            "customer": customer_id,
+            "items": [{"price": monthly_price(client).id}, {"price": per_call.id}],
+        }
+    )
+
+
+def report_calls(client: stripe.StripeClient, customer_id: str, calls: int, at: int) -> None:
+    client.v1.billing.meter_events.create(
+        {
+            "event_name": "calls",
+            "timestamp": at,
+            "payload": {"stripe_customer_id": customer_id, "value": str(calls)},
+        }
+    )
+
+
+def test_cancel_at_period_end_bills_the_last_usage_and_ends_the_subscription(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    clock, customer = clock_customer(stripe_client)
+    subscription = metered_subscription(stripe_client, customer.id)
+    stripe_client.v1.subscriptions.update(subscription.id, {"cancel_at_period_end": True})
+    advance(stripe_client, clock.id, START + 10 * DAY)
+    report_calls(stripe_client, customer.id, 100, START + 9 * DAY)
+    period_end = add_interval(START, "month", 1, 1)
+    advance(stripe_client, clock.id, period_end + 2 * HOUR)
+    ended = stripe_client.v1.subscriptions.retrieve(subscription.id)
+    assert (ended.status, ended.ended_at) == ("canceled", period_end)
+    final = stripe_client.v1.invoices.list({"subscription": subscription.id, "limit": 1}).data[0]
+    assert [(line.quantity, line.amount) for line in final.lines.data] == [(100, 300)]
+    assert final.status == "paid"
+    assert [
+        e.type for e in stripe_client.v1.events.list({"type": "customer.subscription.deleted"}).data
+    ] == ["customer.subscription.deleted"]
+
+
+def test_cancelling_now_with_invoice_now_bills_usage_so_far(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    clock, customer = clock_customer(stripe_client)
+    subscription = metered_subscription(stripe_client, customer.id)
+    advance(stripe_client, clock.id, START + 10 * DAY)
+    report_calls(stripe_client, customer.id, 7, START + 2 * DAY)
+    cancelled = stripe_client.v1.subscriptions.cancel(subscription.id, {"invoice_now": True})
+    assert (cancelled.status, cancelled.canceled_at) == ("canceled", START + 10 * DAY)
+    final = stripe_client.v1.invoices.list({"subscription": subscription.id, "limit": 1}).data[0]
+    assert [(line.quantity, line.amount) for line in final.lines.data] == [(7, 21)]
+    assert (final.period_start, final.period_end) == (START, START + 10 * DAY)
+    assert stripe_client.v1.subscriptions.list({"customer": customer.id}).data == []
+
+
 def test_first_invoice_declined_leaves_the_subscription_incomplete(
     stripe_client: stripe.StripeClient,
 ) -> None:
