@@ -4,6 +4,7 @@ admin or CLI source is deduplicated by state only."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -77,6 +78,24 @@ def test_the_same_stripe_event_observed_twice_records_the_invoice_once(
     assert head(ledger) == before
     kinds = [type(e).__name__ for e in ledger.history(Invoice.create_id("in_1"))]
     assert kinds == ["Drafted", "Issued"]
+
+
+def test_a_retried_stripe_event_about_an_older_draft_does_not_revert_it(
+    ledger: Ledger, clock, acme: str
+) -> None:
+    """evt_1 saw the draft at 10.00, evt_2 at 12.00. A retry of evt_1 must change
+    nothing, although by state alone it would revise the lines back."""
+    ten = replace(snapshot("draft"), totals=Totals(Decimal("10"), Decimal("0"), Decimal("10")))
+    twelve = replace(ten, totals=Totals(Decimal("12"), Decimal("0"), Decimal("12")))
+    assert ledger.observe_invoice(ten, EVT_1) is True
+    clock.advance(minutes=1)
+    assert ledger.observe_invoice(twelve, Source("stripe_event", "evt_2")) is True
+    clock.advance(minutes=1)
+    assert ledger.observe_invoice(ten, EVT_1) is False
+    assert ledger.invoice("in_1").total == Decimal("12")
+    # The same stale snapshot from a source without a stable id is applied by state.
+    assert ledger.observe_invoice(ten, ADMIN) is True
+    assert ledger.invoice("in_1").total == Decimal("10")
 
 
 def test_one_stripe_event_may_apply_to_several_aggregates_and_commands(
