@@ -164,11 +164,17 @@ def start_sandbox(
 def serve_forever(
     host: str = "127.0.0.1", port: int = 12111, state_file: str | Path | None = None
 ) -> None:
-    """Serve in the foreground until Ctrl-C (or SIGTERM), then save and exit."""
-    sandbox = Sandbox(state_file=state_file, faults_enabled=True)
-    server = SandboxHTTPServer((host, port), sandbox)
+    """Serve in the foreground until Ctrl-C or SIGTERM, then save and return. A port
+    in use or an unreadable state file is one line on stderr and exit status 2."""
+    try:
+        sandbox = Sandbox(state_file=state_file, faults_enabled=True)
+        server = SandboxHTTPServer((host, port), sandbox)
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"billtrail: stripe-sandbox cannot start: {exc}\n")
+        raise SystemExit(2) from None
     sandbox.base_url = _url(server)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # SIGINT too: a shell starting us in the background would otherwise ignore Ctrl-C.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     sandbox.start()
     sys.stdout.write(
         f"Stripe sandbox listening on {sandbox.base_url} "
@@ -178,11 +184,13 @@ def serve_forever(
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
-        sys.stdout.write("Stripe sandbox stopped\n")
+        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         server.server_close()
         sandbox.stop()
+    sys.stdout.write("Stripe sandbox stopped\n")
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

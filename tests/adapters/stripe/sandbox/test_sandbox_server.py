@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import stripe
 
 from adapters.stripe.sandbox import start_sandbox
@@ -80,9 +81,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[s
     )
 
 
-def test_the_cli_prints_its_address_serves_and_stops_cleanly_on_ctrl_c(
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_the_cli_prints_its_address_serves_and_stops_cleanly_on_a_signal(
     tmp_path: Path,
     clients: Clients,
+    stop: signal.Signals,
 ) -> None:
     state = tmp_path / "cli-state.json"
     process = run_cli("stripe-sandbox", "--port", "0", "--state", str(state))
@@ -93,7 +96,7 @@ def test_the_cli_prints_its_address_serves_and_stops_cleanly_on_ctrl_c(
         url = banner.split()[4]
         client = clients.make("sk_test_billtrail_sandbox", url)
         customer = client.v1.customers.create({"name": "From the CLI"})
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         out, err = process.communicate(timeout=20)
     finally:
         if process.poll() is None:
@@ -117,3 +120,12 @@ def test_stopping_twice_is_harmless_and_the_port_is_released(clients: Clients) -
         assert clients.make(again.api_key, again.url).v1.customers.list().data == []
     finally:
         again.stop()
+
+
+def test_the_cli_refuses_a_busy_port_in_one_line() -> None:
+    with start_sandbox() as running:
+        process = run_cli("stripe-sandbox", "--port", str(running.port))
+        out, err = process.communicate(timeout=20)
+    assert (process.returncode, out) == (2, "")
+    assert err.startswith("billtrail: stripe-sandbox cannot start:")
+    assert len(err.strip().splitlines()) == 1
