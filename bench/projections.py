@@ -45,9 +45,15 @@ from ledger.sources import Source
 from ledger.usage.domain import Call, Usage
 from ledger.values import Line, Period
 from projections.base import SQLITE, Store, Tx, to_units
-from projections.calls import CallsProjection
+from projections.calls import CALLS, CallsProjection
 from projections.invoice_history import InvoiceHistoryProjection
-from projections.invoices import InvoiceQuery, InvoicesProjection, _list_sql, list_invoices
+from projections.invoices import (
+    INVOICES,
+    InvoiceQuery,
+    InvoicesProjection,
+    _list_sql,
+    list_invoices,
+)
 from projections.runner import Runner
 
 SEAL_KEY = "bench-seal-key-0123456789abcdef0123456789"
@@ -230,13 +236,6 @@ def floor_invoices(app: Ledger, store: Store, page: int) -> tuple[int, float]:
     def day(text: str) -> Any:
         return text if sqlite else date.fromisoformat(text)
 
-    cols = (
-        "seq, invoice_id, stripe_id, number, entity_id, entity_name, currency, period_start, "
-        "period_end, issue_date, list_date, due_date, subtotal, tax, total, total_units, status, "
-        "amount_paid, paid_at, attempt_count, credit_notes, credited, replaces, replaced_by, "
-        "updated_at, position"
-    )
-    insert = f"INSERT INTO {{p}}proj_invoices ({cols}) VALUES ({', '.join('?' * 26)})"
     while True:
         notes = app.recorder.select_notifications(
             start=position, limit=page, topics=topics, inclusive_of_start=False
@@ -275,7 +274,7 @@ def floor_invoices(app: Ledger, store: Store, page: int) -> tuple[int, float]:
         last = _hex(notes[-1].originator_id)
         done = [rows.pop(k) for k in list(rows) if k != last]
         with store.transaction() as tx:
-            tx.executemany(insert, done)
+            tx.copy_rows("proj_invoices", INVOICES.col_names, done)
         position = notes[-1].id
     build_indexes(store, projection)
     return events, time.perf_counter() - t0
@@ -300,10 +299,6 @@ def floor_calls(app: Ledger, store: Store, page: int) -> tuple[int, float]:
     position = 0
     events = 0
     sqlite = store.backend == SQLITE
-    insert = (
-        "INSERT INTO {p}proj_calls (entity_id, day, started_at, call_id, duration_seconds, "
-        "source, position) VALUES (?, ?, ?, ?, ?, ?, ?)"
-    )
     while True:
         notes = app.recorder.select_notifications(
             start=position, limit=page, topics=list(projection.topics), inclusive_of_start=False
@@ -327,7 +322,7 @@ def floor_calls(app: Ledger, store: Store, page: int) -> tuple[int, float]:
                 )
                 rows.append((entity_id, dv, ts, call_id, seconds, "seed:bench", note.id))
         with store.transaction() as tx:
-            tx.executemany(insert, rows)
+            tx.copy_rows("proj_calls", CALLS.col_names, rows)
         position = notes[-1].id
     build_indexes(store, projection)
     return events, time.perf_counter() - t0

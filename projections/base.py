@@ -270,12 +270,28 @@ class Tx:
         self.executemany(statement, [encode_row(row) for row in rows])
 
     def insert(self, table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
-        names = table.col_names
+        """Insert new rows (a key that exists already fails the transaction)."""
         encode_row = table.row_encoder(self.backend)
+        self.copy_rows(table.name, table.col_names, [encode_row(row) for row in rows])
+
+    def copy_rows(
+        self, table_name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Bulk insert: COPY on PostgreSQL (several times faster than INSERTs for
+        pages of thousands of rows), one prepared INSERT over the rows on SQLite."""
+        if not rows:
+            return
+        if self.backend == POSTGRES:
+            with self.cursor.copy(
+                f"COPY {self.prefix}{table_name} ({', '.join(columns)}) FROM STDIN"
+            ) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
         self.executemany(
-            f"INSERT INTO {{p}}{table.name} ({', '.join(names)}) "
-            f"VALUES ({', '.join('?' * len(names))})",
-            [encode_row(row) for row in rows],
+            f"INSERT INTO {table_name} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))})",
+            rows,
         )
 
     def select(
@@ -446,6 +462,7 @@ class FoldProjection(Projection):
         self.before(tx, page)
         for row in tx.select_in(self.table, self.key_column, to_load):
             state[row[self.key_column]] = row
+        new_keys = {key for key, row in state.items() if row is None}
         changed: dict[str, dict[str, Any]] = {}
         for d in page:
             if side and isinstance(d.event, side):
@@ -455,7 +472,10 @@ class FoldProjection(Projection):
             new = self.apply(state[key], d, tx)
             if new is not None:
                 state[key] = changed[key] = new
-        tx.upsert(self.table, changed.values())
+        # Rows first made in this page are inserted (COPY on PostgreSQL); the others
+        # already exist and are updated.
+        tx.insert(self.table, [row for key, row in changed.items() if key in new_keys])
+        tx.upsert(self.table, [row for key, row in changed.items() if key not in new_keys])
         self.after(tx, page, changed)
 
     side_events: ClassVar[tuple[type[Any], ...]] = ()

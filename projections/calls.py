@@ -88,11 +88,7 @@ class CallsProjection(Projection):
                 # read models' fixed-width timestamp text so text order is time order.
                 started: Any = _started(started_at) if pg else started_at[:-1] + ".000000Z"
                 rows.append((entity_id, day_value, started, call_id, seconds, source, d.id))
-        tx.executemany(
-            "INSERT INTO {p}proj_calls (entity_id, day, started_at, call_id, duration_seconds, "
-            "source, position) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        tx.copy_rows("proj_calls", CALLS.col_names, rows)
 
 
 @dataclass(frozen=True)
