@@ -17,6 +17,7 @@ import stripe
 
 from adapters.stripe.sandbox import SANDBOX_API_KEY, RunningSandbox, start_sandbox
 from adapters.stripe.sandbox.testing import (
+    CONTRACT_SKIP_REASON,
     FAST_RETRIES,
     Clients,
     StripeTarget,
@@ -61,7 +62,7 @@ def stripe_target(request: pytest.FixtureRequest, clients: Clients) -> Iterator[
         return
     key = real_stripe_key()
     if key is None:
-        pytest.skip("contract tests need STRIPE_API_KEY with a Stripe test-mode key (not CI)")
+        pytest.skip(CONTRACT_SKIP_REASON)
     target = StripeTarget("stripe", clients.make(key, None), None, clock_timeout=600.0)
     try:
         yield target

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import stripe
 
-from adapters.stripe.sandbox import start_sandbox
+from adapters.stripe.sandbox import start_sandbox, wait_until
 from adapters.stripe.sandbox.testing import FAST_RETRIES, Clients, WebhookReceiver
 
 START = 1767225600
@@ -129,3 +129,27 @@ def test_the_cli_refuses_a_busy_port_in_one_line() -> None:
     assert (process.returncode, out) == (2, "")
     assert err.startswith("billtrail: stripe-sandbox cannot start:")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_clock_saved_while_advancing_finishes_advancing_after_a_restart(
+    tmp_path: Path, clients: Clients
+) -> None:
+    state = tmp_path / "sandbox.json"
+    with start_sandbox(state_file=state) as first:
+        client = clients.make(first.api_key, first.url)
+        clock = client.v1.test_helpers.test_clocks.create({"frozen_time": START})
+        # Stand in for a crash mid-advance: the state on disk says "advancing".
+        with first.sandbox.lock:
+            saved = first.sandbox.store.objects["test_helpers.test_clock"][clock.id]
+            saved.update(
+                status="advancing",
+                status_details={"advancing": {"target_frozen_time": START + 3600}},
+            )
+    with start_sandbox(state_file=state) as second:
+        client = clients.make(second.api_key, second.url)
+        ready = wait_until(
+            lambda: client.v1.test_helpers.test_clocks.retrieve(clock.id),
+            lambda c: c.status == "ready",
+            timeout=10,
+        )
+    assert ready.frozen_time == START + 3600
