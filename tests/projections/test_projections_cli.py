@@ -188,3 +188,39 @@ def test_a_rebuild_killed_half_way_is_finished_by_run_with_the_same_rows(
     result = CliRunner().invoke(cli, ["projections", "run", "--once"], env=env)
     assert result.exit_code == 0, result.output
     assert dump(runner) == expected
+
+
+def test_run_follows_new_commands_until_sigterm(
+    ledger: Ledger, env: dict[str, str], runner: Runner
+) -> None:
+    with subprocess.Popen(
+        [
+            sys.executable, "-c", "from billtrail.cli import main; main()",
+            "projections", "run", "--interval", "0.05",
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    ) as child:  # fmt: skip
+        try:
+            assert child.stderr is not None
+            child.stderr.readline()  # "projections: following the log ..." once it runs
+            for n in range(3):
+                ledger.register_entity(
+                    f"Followed {n}", "company", Source("admin", "a"), entity_id=f"f{n}"
+                )
+                head = ledger.recorder.max_notification_id() or 0
+                # Wait on the projections' position, which only the child advances.
+                while min(runner.positions().values()) < head:
+                    assert child.poll() is None, "run exited"
+            child.send_signal(signal.SIGTERM)
+            assert child.wait(timeout=30) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+    assert {e[1] for e in _entity_ids(runner)} >= {"f0", "f1", "f2"}
+
+
+def _entity_ids(runner: Runner) -> list[tuple[Any, ...]]:
+    with runner.store.reading() as tx:
+        return tx.execute("SELECT aggregate_id, entity_id FROM {p}proj_entities")
