@@ -20,17 +20,12 @@ TAX_BEHAVIOURS = ("exclusive", "inclusive", "unspecified")
 
 def decimal_text(value: Decimal) -> str:
     """Stripe's spelling of a decimal amount: no exponent, no trailing zeros."""
-    text = format(value.normalize(), "f")
-    return text
+    return format(value.normalize(), "f")
 
 
 def json_number(value: Decimal) -> int | float:
     # JSON has one number type; percentages and meter values are not money.
     return int(value) if value == value.to_integral_value() else float(value)
-
-
-def unit_amount_decimal(price: JsonDict) -> Decimal:
-    return Decimal(price["unit_amount_decimal"])
 
 
 def _currency(p: Params, key: str = "currency") -> str:
@@ -95,19 +90,18 @@ def update_product(ctx: Ctx, p: Params, product_id: str) -> JsonDict:
         raise invalid(
             "You passed an empty string for 'name'.", param="name", code="parameter_invalid_empty"
         )
-    changes: dict[str, Any] = {"name": name, "active": p.boolean("active")}
-    for key in ("description", "unit_label", "statement_descriptor"):
+    changes: dict[str, Any] = {
+        k: v for k, v in (("name", name), ("active", p.boolean("active"))) if v is not None
+    }
+    for key in ("description", "unit_label", "statement_descriptor", "default_price"):
         given, value = p.optional_text(key)
         if given:
-            product[key] = value
-    given, default_price = p.optional_text("default_price")
-    if given and default_price:
-        ctx.store.get("price", default_price, "default_price")
+            changes[key] = value
+    if changes.get("default_price"):
+        ctx.store.get("price", changes["default_price"], "default_price")
     metadata = p.metadata()
     p.finish()
-    product.update({k: v for k, v in changes.items() if v is not None})
-    if given:
-        product["default_price"] = default_price
+    product.update(changes)
     product["metadata"] = apply_metadata(product["metadata"], metadata)
     product["updated"] = ctx.server.now()
     ctx.emit_updated("product.updated", product, before)
@@ -243,18 +237,20 @@ def retrieve_price(ctx: Ctx, p: Params, price_id: str) -> JsonDict:
 def update_price(ctx: Ctx, p: Params, price_id: str) -> JsonDict:
     price = ctx.store.get("price", price_id)
     before = ctx.render(price)
-    active = p.boolean("active")
+    changes: dict[str, Any] = {}
     for key in ("nickname", "lookup_key"):
         given, value = p.optional_text(key)
         if given:
-            price[key] = value
+            changes[key] = value
+    active = p.boolean("active")
+    if active is not None:
+        changes["active"] = active
     tax_behavior = p.choice("tax_behavior", TAX_BEHAVIOURS)
+    if tax_behavior:
+        changes["tax_behavior"] = tax_behavior
     metadata = p.metadata()
     p.finish()
-    if active is not None:
-        price["active"] = active
-    if tax_behavior:
-        price["tax_behavior"] = tax_behavior
+    price.update(changes)
     price["metadata"] = apply_metadata(price["metadata"], metadata)
     ctx.emit_updated("price.updated", price, before)
     return ctx.render(price)
