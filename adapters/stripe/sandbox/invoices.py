@@ -762,11 +762,12 @@ def list_invoice_items(ctx: Ctx, p: Params) -> JsonDict:
 
 
 def collection_settings(
-    p: Params, current: str | None = None
+    p: Params, current: str | None = None, *, with_due_date: bool = True
 ) -> tuple[str, int | None, int | None]:
+    """(collection_method, days_until_due, due_date); subscriptions take no due_date."""
     method = p.choice("collection_method", COLLECTION_METHODS) or current or "charge_automatically"
     days = p.integer("days_until_due", minimum=0, maximum=3650)
-    due_date = p.integer("due_date", minimum=0)
+    due_date = p.integer("due_date", minimum=0) if with_due_date else None
     if method == "charge_automatically" and (days is not None or due_date is not None):
         param = "days_until_due" if days is not None else "due_date"
         raise invalid(f"{param} can only be set when collection_method=send_invoice.", param=param)

@@ -152,7 +152,7 @@ def _check_compatible(prices: list[JsonDict]) -> None:
 def create_subscription(ctx: Ctx, p: Params) -> JsonDict:
     customer = live_customer(ctx, p.text("customer", required=True))
     specs = _item_specs(ctx, p)
-    method, days, _ = inv.collection_settings(p)
+    method, days, _ = inv.collection_settings(p, with_due_date=False)
     if method == "send_invoice" and days is None:
         raise invalid(
             "Missing required param: days_until_due.",
@@ -555,7 +555,9 @@ def _subscription_changes(ctx: Ctx, p: Params, subscription: JsonDict) -> JsonDi
     if rates is not None:
         changes["_default_tax_rates"] = active_tax_rates(ctx, rates, "default_tax_rates")
     if p.has("collection_method") or p.has("days_until_due"):
-        method, days, _ = inv.collection_settings(p, subscription["collection_method"])
+        method, days, _ = inv.collection_settings(
+            p, subscription["collection_method"], with_due_date=False
+        )
         changes.update(collection_method=method, days_until_due=days)
     return changes
 

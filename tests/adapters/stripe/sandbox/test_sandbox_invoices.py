@@ -375,6 +375,43 @@ def test_cancelling_now_with_invoice_now_bills_usage_so_far(
     assert stripe_client.v1.subscriptions.list({"customer": customer.id}).data == []
 
 
+def test_a_subscription_billed_by_email_is_active_and_its_invoices_wait_for_payment(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    clock, customer = clock_customer(stripe_client)
+    subscription = stripe_client.v1.subscriptions.create(
+        {
+            "customer": customer.id,
+            "items": [{"price": monthly_price(stripe_client).id}],
+            "collection_method": "send_invoice",
+            "days_until_due": 14,
+        }
+    )
+    first = stripe_client.v1.invoices.retrieve(subscription.latest_invoice)
+    assert (subscription.status, first.status, first.attempt_count) == ("active", "open", 0)
+    assert first.due_date == START + 14 * DAY
+    finalized = add_interval(START, "month", 1, 1) + HOUR
+    advance(stripe_client, clock.id, finalized + HOUR)
+    renewal = stripe_client.v1.invoices.list({"subscription": subscription.id, "limit": 1}).data[0]
+    assert (renewal.status, renewal.due_date, renewal.next_payment_attempt) == (
+        "open",
+        finalized + 14 * DAY,
+        None,
+    )
+    assert stripe_client.v1.subscriptions.retrieve(subscription.id).status == "active"
+    with pytest.raises(stripe.InvalidRequestError) as no_due_date:
+        stripe_client.raw_request(
+            "post",
+            "/v1/subscriptions",
+            customer=customer.id,
+            items=[{"price": monthly_price(stripe_client).id}],
+            collection_method="send_invoice",
+            days_until_due=14,
+            due_date=START,
+        )
+    assert no_due_date.value.code == "parameter_unknown"
+
+
 def test_first_invoice_declined_leaves_the_subscription_incomplete(
     stripe_client: stripe.StripeClient,
 ) -> None:
