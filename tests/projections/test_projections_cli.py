@@ -151,7 +151,7 @@ def _many_invoices(ledger: Ledger, n: int) -> None:
 
 
 def test_a_rebuild_killed_half_way_is_finished_by_run_with_the_same_rows(
-    ledger: Ledger, env: dict[str, str], dump: Any
+    ledger: Ledger, env: dict[str, str], dump: Any, billtrail: Callable[..., Any]
 ) -> None:
     _many_invoices(ledger, 3000)
     runner = Runner(ledger)
@@ -185,7 +185,7 @@ def test_a_rebuild_killed_half_way_is_finished_by_run_with_the_same_rows(
     killed_at = runner.positions()["invoices"]
     assert 0 < killed_at < head
     assert dump(runner) != expected
-    result = CliRunner().invoke(cli, ["projections", "run", "--once"], env=env)
+    result = billtrail("projections", "run", "--once")
     assert result.exit_code == 0, result.output
     assert dump(runner) == expected
 
