@@ -408,14 +408,27 @@ def test_verify_catches_a_cut_tail_through_its_checkpoint(
     assert "truncated" in r.err
 
 
-@pytest.mark.slow
-def test_demo_builds_a_verified_world(run_cli: RunCLI, database_url: str, tmp_path: Path) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("the demo runs on the embedded SQLite default")
-    r = run_cli("demo", "--no-serve", "--dir", str(tmp_path / "demo"), "--seed", "3")
-    assert r.code == 0, r.err
-    assert "12 entities" in r.out
-    assert f"BILLTRAIL_DATABASE_URL=sqlite:///{tmp_path / 'demo' / 'billtrail.db'}" in r.out
-    again = [ln for ln in r.out.splitlines() if "again" in ln]
+def test_demo_builds_a_verified_world_on_the_embedded_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from billtrail.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--no-serve", "--dir", str(tmp_path / "demo"), "--seed", "3"])
+    out = capsys.readouterr().out
+    assert exited.value.code == 0
+    assert "12 entities" in out
+    db = tmp_path / "demo" / "billtrail.db"
+    assert f"BILLTRAIL_DATABASE_URL=sqlite:///{db}" in out
+    again = [ln for ln in out.splitlines() if "again" in ln]
     assert again
     assert "'recorded': 0" in again[0]
+    # The printed variables point the other commands at the demo's world.
+    monkeypatch.setenv("BILLTRAIL_DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("BILLTRAIL_VAR_DIR", str(tmp_path / "demo"))
+    monkeypatch.delenv("BILLTRAIL_SEAL_KEY", raising=False)
+    with pytest.raises(SystemExit) as verified:
+        main(["verify"])
+    assert verified.value.code == 0
+    assert "the seal is intact" in capsys.readouterr().out
