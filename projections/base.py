@@ -92,6 +92,9 @@ class Table:
     unique: tuple[tuple[str, ...], ...] = ()
     rowid_key: str | None = None
     extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Made with the table (not deferred after a bulk load like `extra`), because
+    # the projection writes them itself.
+    companions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def col_names(self) -> tuple[str, ...]:
@@ -133,7 +136,10 @@ class Table:
         elif not self.rowid_key:
             cols.append(f"PRIMARY KEY ({', '.join(self.key)})")
         tail = " WITHOUT ROWID" if backend == SQLITE and not self.rowid_key else ""
-        return [f"CREATE TABLE IF NOT EXISTS {prefix}{self.name} ({', '.join(cols)}){tail}"]
+        return [
+            f"CREATE TABLE IF NOT EXISTS {prefix}{self.name} ({', '.join(cols)}){tail}",
+            *(s.format(p=prefix) for s in self.companions.get(backend, ())),
+        ]
 
     def index_statements(self, backend: str, prefix: str) -> list[str]:
         """Secondary indexes and search indexes: built once after a bulk load."""

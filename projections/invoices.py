@@ -83,42 +83,56 @@ INVOICES = Table(
     unique=(("stripe_id",),),
     extra={
         SQLITE: (
-            # Substring search on number and entity name: an external-content FTS5
-            # trigram index kept in step by triggers, in the rows' own transaction.
+            # Substring search on the number: an external-content FTS5 trigram index
+            # kept in step by triggers, in the rows' own transaction.
             "CREATE VIRTUAL TABLE IF NOT EXISTS proj_invoices_fts USING fts5("
-            "number, entity_name, content='proj_invoices', content_rowid='seq', "
-            "tokenize='trigram')",
+            "number, content='proj_invoices', content_rowid='seq', tokenize='trigram')",
             "CREATE TRIGGER IF NOT EXISTS proj_invoices_fts_i AFTER INSERT ON proj_invoices "
-            "BEGIN INSERT INTO proj_invoices_fts(rowid, number, entity_name) "
-            "VALUES (new.seq, new.number, new.entity_name); END",
+            "WHEN new.number IS NOT NULL "
+            "BEGIN INSERT INTO proj_invoices_fts(rowid, number) VALUES (new.seq, new.number); END",
             "CREATE TRIGGER IF NOT EXISTS proj_invoices_fts_u AFTER UPDATE ON proj_invoices "
-            "WHEN old.number IS NOT new.number OR old.entity_name IS NOT new.entity_name "
-            "BEGIN INSERT INTO proj_invoices_fts(proj_invoices_fts, rowid, number, entity_name) "
-            "VALUES ('delete', old.seq, old.number, old.entity_name); "
-            "INSERT INTO proj_invoices_fts(rowid, number, entity_name) "
-            "VALUES (new.seq, new.number, new.entity_name); END",
+            "WHEN old.number IS NOT new.number BEGIN "
+            "INSERT INTO proj_invoices_fts(proj_invoices_fts, rowid, number) "
+            "SELECT 'delete', old.seq, old.number WHERE old.number IS NOT NULL; "
+            "INSERT INTO proj_invoices_fts(rowid, number) "
+            "SELECT new.seq, new.number WHERE new.number IS NOT NULL; END",
             "CREATE TRIGGER IF NOT EXISTS proj_invoices_fts_d AFTER DELETE ON proj_invoices "
-            "BEGIN INSERT INTO proj_invoices_fts(proj_invoices_fts, rowid, number, entity_name) "
-            "VALUES ('delete', old.seq, old.number, old.entity_name); END",
+            "WHEN old.number IS NOT NULL "
+            "BEGIN INSERT INTO proj_invoices_fts(proj_invoices_fts, rowid, number) "
+            "VALUES ('delete', old.seq, old.number); END",
             # After a bulk load the index is built from the rows in one pass.
             "INSERT INTO proj_invoices_fts(proj_invoices_fts) VALUES ('rebuild')",
         ),
         POSTGRES: (
             "CREATE EXTENSION IF NOT EXISTS pg_trgm",
-            "CREATE INDEX IF NOT EXISTS proj_invoices_trgm ON {p}proj_invoices USING gin "
-            "((coalesce(number, '') || ' ' || entity_name) gin_trgm_ops)",
+            "CREATE INDEX IF NOT EXISTS proj_invoices_trgm ON {p}proj_invoices "
+            "USING gin (number gin_trgm_ops)",
         ),
     },
 )
 
+# The entities' current names, which the rows carry. Entity names are searched
+# here, a row per entity, not in the million invoice rows that repeat them.
 ENTITY_NAMES = Table(
     name="proj_invoice_entity_names",
     cols=(
         Col("aggregate_id", "text", False),
         Col("entity_id", "text", False),
         Col("name", "text", False),
+        Col("seq", "bigint", False),
     ),
     key=("aggregate_id",),
+    companions={
+        SQLITE: (
+            "CREATE VIRTUAL TABLE IF NOT EXISTS proj_invoice_entity_names_fts USING fts5("
+            "name, entity_id UNINDEXED, tokenize='trigram')",
+        ),
+        POSTGRES: (
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+            "CREATE INDEX IF NOT EXISTS proj_invoice_entity_names_trgm ON "
+            "{p}proj_invoice_entity_names USING gin (name gin_trgm_ops)",
+        ),
+    },
 )
 
 _STATUS_OF = {
@@ -137,7 +151,7 @@ def _set_totals(row: dict[str, Any], e: Any) -> None:
 
 class InvoicesProjection(FoldProjection):
     name = "invoices"
-    version = 1
+    version = 2
     table = INVOICES
     key_column = "invoice_id"
     tables = (INVOICES, ENTITY_NAMES)
@@ -182,7 +196,12 @@ class InvoicesProjection(FoldProjection):
         e = d.event
         key = e.originator_id.hex
         if isinstance(e, BillableEntity.Registered):
-            self._entities[key] = {"aggregate_id": key, "entity_id": e.entity_id, "name": e.name}
+            self._entities[key] = {
+                "aggregate_id": key,
+                "entity_id": e.entity_id,
+                "name": e.name,
+                "seq": d.id,
+            }
         elif key in self._entities:
             self._entities[key]["name"] = e.name
             self._renamed.add(key)
@@ -253,7 +272,17 @@ class InvoicesProjection(FoldProjection):
         return row
 
     def after(self, tx: Tx, page: Sequence[Delivered], changed: dict[str, dict[str, Any]]) -> None:
-        tx.upsert(ENTITY_NAMES, [self._entities[k] for k in sorted(self._touched)])
+        touched = [self._entities[k] for k in sorted(self._touched)]
+        tx.upsert(ENTITY_NAMES, touched)
+        if tx.backend == SQLITE and touched:
+            seqs = [e["seq"] for e in touched]
+            clause, params = tx.in_list(seqs)
+            tx.execute(f"DELETE FROM proj_invoice_entity_names_fts WHERE rowid {clause}", params)
+            tx.executemany(
+                "INSERT INTO proj_invoice_entity_names_fts (rowid, name, entity_id) "
+                "VALUES (?, ?, ?)",
+                [(e["seq"], e["name"], e["entity_id"]) for e in touched],
+            )
         for key in sorted(self._renamed):
             entity = self._entities[key]
             tx.execute(
@@ -387,16 +416,21 @@ def _where(tx: Tx, q: InvoiceQuery) -> tuple[list[str], list[Any]]:
     if q.search:
         text = " ".join(q.search.split())
         if backend == SQLITE and len(text) >= 3:
+            # Trigram MATCH of the text as one phrase: a case-insensitive substring.
+            phrase = '"' + text.replace('"', '""') + '"'
             conds.append(
-                "i.seq IN (SELECT rowid FROM proj_invoices_fts WHERE proj_invoices_fts MATCH ?)"
+                "(i.seq IN (SELECT rowid FROM proj_invoices_fts WHERE proj_invoices_fts MATCH ?)"
+                " OR i.entity_id IN (SELECT entity_id FROM proj_invoice_entity_names_fts "
+                "WHERE proj_invoice_entity_names_fts MATCH ?))"
             )
-            params.append('"' + text.replace('"', '""') + '"')
-        elif backend == SQLITE:
-            conds.append("(i.number LIKE ? ESCAPE '\\' OR i.entity_name LIKE ? ESCAPE '\\')")
-            params.extend([f"%{_like_escape(text)}%"] * 2)
+            params.extend([phrase, phrase])
         else:
-            conds.append("(coalesce(i.number, '') || ' ' || i.entity_name) ILIKE ?")
-            params.append(f"%{_like_escape(text)}%")
+            like = "LIKE" if backend == SQLITE else "ILIKE"
+            conds.append(
+                f"(i.number {like} ? ESCAPE '\\' OR i.entity_id IN (SELECT entity_id FROM "
+                f"{{p}}proj_invoice_entity_names WHERE name {like} ? ESCAPE '\\'))"
+            )
+            params.extend([f"%{_like_escape(text)}%"] * 2)
     return conds, params
 
 
