@@ -38,6 +38,10 @@ class DatabaseURL:
         if parts.scheme == "sqlite":
             # sqlite:///relative/path.db and sqlite:////absolute/path.db, as SQLAlchemy spells them.
             raw = unquote(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else ""
+            if parts.query or parts.fragment:
+                raise SettingsError(
+                    f"BILLTRAIL_DATABASE_URL: a sqlite URL takes no options, got {url!r}"
+                )
             if not raw:
                 raise SettingsError(f"BILLTRAIL_DATABASE_URL: no file path in {url!r}")
             return cls(backend="sqlite", path=Path(raw))
@@ -92,6 +96,8 @@ class Settings:
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise SettingsError(f"BILLTRAIL_TIMEZONE: unknown time zone {tz_name!r}") from exc
         seal = env.get("BILLTRAIL_SEAL_KEY")
+        if seal is not None and seal and len(seal.encode()) < 32:
+            raise SettingsError("BILLTRAIL_SEAL_KEY must be at least 32 bytes")
         secrets = tuple(
             s.strip() for s in (env.get("STRIPE_WEBHOOK_SECRET") or "").split(",") if s.strip()
         )

@@ -142,6 +142,7 @@ class LedgerBase(Application[UUID]):
         self, cls: type[A], aggregate_id: UUID, at: datetime, missing: Callable[[], LedgerError]
     ) -> A:
         """The aggregate rebuilt from its events recorded at or before `at`."""
+        check_aware(at)
         version = None
         for event in self.events.get(aggregate_id):
             if cast(Any, event).timestamp > at:
@@ -158,6 +159,8 @@ class LedgerBase(Application[UUID]):
 
     def history(self, aggregate_id: UUID, at: datetime | None = None) -> list[Any]:
         """Every event of the aggregate (recorded at or before `at`), oldest first."""
+        if at is not None:
+            check_aware(at)
         events = list(self.events.get(aggregate_id))
         if not events:
             raise NotFound(f"no aggregate {aggregate_id}")
@@ -190,6 +193,11 @@ class LedgerBase(Application[UUID]):
         )
         links = takewhile(lambda ln: ln.seq <= last_seq, self.ledger_recorder.seal_links())
         return verify(key, events, links, checkpoint)
+
+
+def check_aware(at: datetime) -> None:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise LedgerError(f"a point in time needs a UTC offset: {at.isoformat()}")
 
 
 def topics_of(*event_classes: type[Any]) -> list[str]:

@@ -24,6 +24,10 @@ class InvalidPeriod(LedgerError):
     pass
 
 
+class InvalidLine(LedgerError):
+    pass
+
+
 @dataclass(frozen=True)
 class Period:
     """A billing period of whole days: start inclusive, end exclusive."""
@@ -67,4 +71,13 @@ class Line:
     period: Period | None = None
 
     def __post_init__(self) -> None:
-        LineKind(self.kind)
+        if self.kind not in LineKind.__members__.values():
+            raise InvalidLine(
+                f"invoice line kind must be usage, fee, adjustment or tax: {self.kind!r}"
+            )
+        for name in ("quantity", "unit_amount", "amount"):
+            value = getattr(self, name)
+            if value is None and name == "unit_amount":
+                continue
+            if not isinstance(value, Decimal) or not value.is_finite():
+                raise InvalidLine(f"invoice line {name} must be a finite Decimal, got {value!r}")

@@ -57,7 +57,16 @@ class Totals:
     total: Decimal
 
 
+def check_amount(value: Decimal, what: str) -> Decimal:
+    """Amounts are replayed forever: a float or NaN must never reach an event."""
+    if isinstance(value, bool) or not isinstance(value, Decimal) or not value.is_finite():
+        raise InvalidInvoice(f"{what} must be a finite Decimal, got {value!r}")
+    return value
+
+
 def check_totals(lines: list[Line], totals: Totals) -> None:
+    for what in ("subtotal", "tax", "total"):
+        check_amount(getattr(totals, what), what)
     if totals.subtotal + totals.tax != totals.total:
         raise InvalidInvoice(
             f"subtotal {totals.subtotal} + tax {totals.tax} is not the total {totals.total}"
@@ -377,6 +386,7 @@ class Invoice(LedgerAggregate):
         if self.status is Status.PAID:
             return False
         self._require(_PAYABLE, "be paid")
+        check_amount(amount_paid, "amount paid")
         self._record(
             self.Paid,
             at,
@@ -426,6 +436,7 @@ class Invoice(LedgerAggregate):
         if credit_note_id in self.credit_notes:
             return False
         self._require(_CREDITABLE, "take a credit note")
+        check_amount(amount, "credit note amount")
         if amount <= 0:
             raise InvalidInvoice(f"a credit note must be for a positive amount, not {amount}")
         if self.credited + amount > self.total:

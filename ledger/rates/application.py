@@ -6,7 +6,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from ledger.entities.application import EntityCommands
-from ledger.errors import UnknownRate
+from ledger.errors import EntityArchived, UnknownRate
 from ledger.rates.domain import Rate, RateVersion
 from ledger.sources import Source
 
@@ -27,7 +27,8 @@ class RateCommands(EntityCommands):
     ) -> bool:
         """Contract the entity's per-call rate, or revise it from `effective_from`
         (which may lie in the past: a retroactive correction). False if nothing changed."""
-        self.entity(entity_id)
+        if self.entity(entity_id).archived:
+            raise EntityArchived(f"entity {entity_id} is archived; its rate cannot change")
         rate_id = Rate.create_id(entity_id)
         if not self.exists(rate_id):
             rate = Rate.contract(

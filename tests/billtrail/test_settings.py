@@ -89,6 +89,7 @@ def test_postgresql_settings_reach_the_library() -> None:
         ("postgresql:///billtrail", "expected postgresql://user@host:port/db"),
         ("postgresql://u@localhost:99999/billtrail", "bad port"),
         ("postgresql://u@localhost:port/billtrail", "bad port"),
+        ("sqlite:///x.db?mode=ro", "takes no options"),
     ],
 )
 def test_bad_database_urls_raise_settings_error_naming_the_setting(url: str, message: str) -> None:
@@ -208,3 +209,9 @@ def test_the_seal_key_from_the_environment_wins(tmp_path: Path) -> None:
     )
     settings.seal_key_file.write_bytes(b"f" * 64)
     assert seal_key(settings) == b"e" * 40
+
+
+def test_a_seal_key_from_the_environment_must_be_at_least_32_bytes() -> None:
+    with pytest.raises(SettingsError, match="at least 32 bytes"):
+        Settings.from_env({"BILLTRAIL_SEAL_KEY": "short"})
+    assert Settings.from_env({"BILLTRAIL_SEAL_KEY": "k" * 32}).seal_key == b"k" * 32

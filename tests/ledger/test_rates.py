@@ -11,7 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.app import Ledger
-from ledger.errors import InvalidAmount, InvalidRate, NotRecordedYet, UnknownEntity, UnknownRate
+from ledger.errors import (
+    EntityArchived,
+    InvalidAmount,
+    InvalidRate,
+    LedgerError,
+    NotRecordedYet,
+    UnknownEntity,
+    UnknownRate,
+)
 from ledger.rates.domain import Rate
 from ledger.sources import Source
 
@@ -291,3 +299,18 @@ def test_rate_on_answers_like_a_bitemporal_model(fresh_ledgers) -> None:
                 ledger.rate_on(entity, date(2026, 1, 1), as_recorded=times[0] - timedelta(1))
 
         check()
+
+
+def test_the_rate_of_an_archived_entity_cannot_change(ledger: Ledger, acme: str) -> None:
+    ledger.set_rate(acme, Decimal("0.01"), "eur", date(2026, 1, 1), "contract", ADMIN)
+    ledger.archive_entity(acme, "left", ADMIN)
+    before = head(ledger)
+    with pytest.raises(EntityArchived, match="archived"):
+        ledger.set_rate(acme, Decimal("0.02"), "eur", date(2026, 2, 1), "rise", ADMIN)
+    assert head(ledger) == before
+
+
+def test_a_point_in_time_without_an_offset_is_refused(ledger: Ledger, acme: str) -> None:
+    ledger.set_rate(acme, Decimal("0.01"), "eur", date(2026, 1, 1), "contract", ADMIN)
+    with pytest.raises(LedgerError, match="UTC offset"):
+        ledger.rate(acme, as_recorded=datetime(2026, 1, 1, 12, 0))  # noqa: DTZ001

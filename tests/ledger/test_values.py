@@ -14,7 +14,7 @@ from ledger.app import Ledger
 from ledger.invoices.application import CreditNoteSnapshot, InvoiceSnapshot
 from ledger.invoices.domain import Invoice, Totals
 from ledger.sources import Source
-from ledger.values import InvalidPeriod, Line, Period, natural_id
+from ledger.values import InvalidLine, InvalidPeriod, Line, Period, natural_id
 
 ADMIN = Source("admin", "admin-1", actor="alice@example.com")
 
@@ -45,8 +45,15 @@ def test_an_empty_or_backwards_period_is_refused(length: int) -> None:
 
 def test_a_line_kind_must_be_known() -> None:
     Line("il_1", "usage", "Calls", Decimal(1), None, Decimal(1))
-    with pytest.raises(ValueError, match="LineKind"):
+    with pytest.raises(InvalidLine, match="usage, fee, adjustment or tax"):
         Line("il_1", "discount", "Calls", Decimal(1), None, Decimal(1))
+
+
+def test_a_line_amount_must_be_a_finite_decimal() -> None:
+    with pytest.raises(InvalidLine, match="amount"):
+        Line("il_1", "fee", "Fee", Decimal(1), None, 1.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidLine, match="quantity"):
+        Line("il_1", "fee", "Fee", Decimal("NaN"), None, Decimal(1))
 
 
 def test_natural_ids_are_deterministic_and_distinct_per_kind() -> None:
