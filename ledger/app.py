@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ledger.invoices.application import InvoiceCommands
 from ledger.rates.application import RateCommands
+from ledger.stripe_inbox.application import StripeInboxCommands
 from ledger.usage.application import UsageCommands
 
 
-class Ledger(InvoiceCommands, UsageCommands, RateCommands):
+class Ledger(InvoiceCommands, UsageCommands, RateCommands, StripeInboxCommands):
     """billtrail's event-sourced audit ledger."""
