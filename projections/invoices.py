@@ -70,12 +70,14 @@ INVOICES = Table(
     rowid_key="seq",
     # One index per filter combination, each ending in the sort key and the
     # tie-break, so a filtered page is an index range read in order, never a sort.
+    # The two sort orders' indexes also carry the filter columns, so a page that
+    # has to skip non-matching rows reads index entries, not table rows.
     indexes=(
-        ("list_date", "seq"),
+        ("list_date", "seq", "status", "total_units", "entity_id"),
         ("entity_id", "list_date", "seq"),
-        ("status", "list_date", "seq"),
+        ("status", "list_date", "seq", "total_units"),
         ("entity_id", "status", "list_date", "seq"),
-        ("total_units", "seq"),
+        ("total_units", "seq", "list_date", "status"),
         ("entity_id", "total_units", "seq"),
         ("status", "total_units", "seq"),
         ("number",),
@@ -151,7 +153,7 @@ def _set_totals(row: dict[str, Any], e: Any) -> None:
 
 class InvoicesProjection(FoldProjection):
     name = "invoices"
-    version = 2
+    version = 3
     table = INVOICES
     key_column = "invoice_id"
     tables = (INVOICES, ENTITY_NAMES)
