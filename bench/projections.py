@@ -407,9 +407,10 @@ def p95(samples: list[float]) -> float:
 
 
 def time_query(store: Store, query: InvoiceQuery, after: str | None = None) -> float:
+    """Database time of one page: the plan probe (SQLite) and the query."""
     with store.reading() as tx:
-        sql, params, _, _ = _list_sql(tx, query, 50, after)
         t0 = time.perf_counter()
+        sql, params, _, _ = _list_sql(tx, query, 50, after)
         tx.execute(sql, params)
         return time.perf_counter() - t0
 
