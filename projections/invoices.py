@@ -71,15 +71,16 @@ INVOICES = Table(
     # One index per filter combination, each ending in the sort key and the
     # tie-break, so a filtered page is an index range read in order, never a sort.
     # The two sort orders' indexes also carry the filter columns, so a page that
-    # has to skip non-matching rows reads index entries, not table rows.
+    # has to skip non-matching rows reads index entries, not table rows; the total
+    # indexes carry the date, so sorting a narrow total range by date reads no rows.
     indexes=(
         ("list_date", "seq", "status", "total_units", "entity_id"),
         ("entity_id", "list_date", "seq"),
         ("status", "list_date", "seq", "total_units"),
         ("entity_id", "status", "list_date", "seq"),
         ("total_units", "seq", "list_date", "status"),
-        ("entity_id", "total_units", "seq"),
-        ("status", "total_units", "seq"),
+        ("entity_id", "total_units", "seq", "list_date"),
+        ("status", "total_units", "seq", "list_date"),
         ("number",),
     ),
     unique=(("stripe_id",),),
@@ -153,7 +154,7 @@ def _set_totals(row: dict[str, Any], e: Any) -> None:
 
 class InvoicesProjection(FoldProjection):
     name = "invoices"
-    version = 3
+    version = 4
     table = INVOICES
     key_column = "invoice_id"
     tables = (INVOICES, ENTITY_NAMES)
