@@ -479,7 +479,8 @@ def run_backend(
                 page=1000,
             )
             store = runner.store
-            for name, floor in (("invoices", floor_invoices), ("calls", floor_calls)):
+            floors = [("invoices", floor_invoices), ("calls", floor_calls)]
+            for name, floor in floors if calls else floors[:1]:
                 n, floor_s = floor(app, store, 1000)
                 events, seconds = rebuild_rate(runner, name)
                 unit = "call" if name == "calls" else "event"
