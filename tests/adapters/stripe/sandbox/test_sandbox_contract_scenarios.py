@@ -177,6 +177,8 @@ def test_declined_renewal_leaves_the_invoice_open_until_paid_with_another_card(
     world = make_world(stripe_target)
     client = world.client
     subscription = subscribe(world, metered=False)
+    # Not pm_card_chargeDeclined: Stripe refuses to attach it (only the sandbox allows it;
+    # test_sandbox_invoices.py pins that).
     failing = client.v1.payment_methods.attach(
         "pm_card_chargeCustomerFail", {"customer": world.customer.id}
     )

@@ -423,18 +423,94 @@ def test_first_invoice_declined_leaves_the_subscription_incomplete(
     assert (subscription.status, first.status, first.attempt_count) == ("incomplete", "open", 1)
 
 
-def test_a_card_that_always_declines_cannot_be_attached_but_can_fail_a_payment(
+# The issue names pm_card_chargeDeclined as the failing default card. Real Stripe
+# refuses to attach it (402); the sandbox deliberately attaches it and declines every
+# charge, exactly like pm_card_chargeCustomerFail (README, "Known differences"). These
+# tests are sandbox-only: the contract scenarios use pm_card_chargeCustomerFail.
+
+
+def test_charge_declined_as_default_card_fails_renewals_with_retries_on_schedule(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    clock, customer = clock_customer(stripe_client, card="pm_card_chargeDeclined")
+    default = stripe_client.v1.payment_methods.retrieve(
+        customer.invoice_settings.default_payment_method
+    )
+    assert (default.customer, default.card.last4) == (customer.id, "0002")
+    visa = stripe_client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+    subscription = stripe_client.v1.subscriptions.create(
+        {
+            "customer": customer.id,
+            "items": [{"price": monthly_price(stripe_client).id}],
+            "default_payment_method": visa.id,
+        }
+    )
+    assert subscription.status == "active"
+    # From now on the customer's default card (pm_card_chargeDeclined) pays.
+    stripe_client.v1.subscriptions.update(subscription.id, {"default_payment_method": ""})
+
+    finalized = add_interval(START, "month", 1, 1) + HOUR
+    advance(stripe_client, clock.id, finalized)
+    renewal = stripe_client.v1.invoices.list({"subscription": subscription.id, "limit": 1}).data[0]
+    assert renewal.billing_reason == "subscription_cycle"
+    assert (renewal.status, renewal.attempt_count, renewal.amount_paid) == ("open", 1, 0)
+    assert renewal.next_payment_attempt == finalized + 3 * DAY
+    assert stripe_client.v1.subscriptions.retrieve(subscription.id).status == "past_due"
+
+    advance(stripe_client, clock.id, finalized + 3 * DAY)
+    renewal = stripe_client.v1.invoices.retrieve(renewal.id)
+    assert (renewal.status, renewal.attempt_count) == ("open", 2)
+    assert renewal.next_payment_attempt == finalized + 8 * DAY
+    failures = stripe_client.v1.events.list({"type": "invoice.payment_failed"}).data
+    assert [(e.data.object.id, e.data.object.attempt_count) for e in failures] == [
+        (renewal.id, 2),
+        (renewal.id, 1),
+    ]
+
+    with pytest.raises(stripe.CardError) as declined:
+        stripe_client.v1.invoices.pay(renewal.id)
+    assert (declined.value.http_status, declined.value.code) == (402, "card_declined")
+    with pytest.raises(stripe.CardError):
+        stripe_client.v1.invoices.pay(renewal.id, {"payment_method": default.id})
+    assert stripe_client.v1.invoices.retrieve(renewal.id).attempt_count == 4
+    paid = stripe_client.v1.invoices.pay(renewal.id, {"payment_method": visa.id})
+    assert (paid.status, paid.attempt_count, paid.next_payment_attempt) == ("paid", 5, None)
+    assert stripe_client.v1.subscriptions.retrieve(subscription.id).status == "active"
+
+
+def test_charge_declined_attaches_and_becomes_the_default_on_update(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    _, customer = clock_customer(stripe_client)
+    attached = stripe_client.v1.payment_methods.attach(
+        "pm_card_chargeDeclined", {"customer": customer.id}
+    )
+    assert (attached.customer, attached.card.last4) == (customer.id, "0002")
+    updated = stripe_client.v1.customers.update(
+        customer.id, {"invoice_settings": {"default_payment_method": "pm_card_chargeDeclined"}}
+    )
+    default = updated.invoice_settings.default_payment_method
+    assert default is not None
+    assert stripe_client.v1.payment_methods.retrieve(default).card.last4 == "0002"
+    subscription = stripe_client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"price": monthly_price(stripe_client).id}]}
+    )
+    first = stripe_client.v1.invoices.retrieve(subscription.latest_invoice)
+    assert (subscription.status, first.status, first.attempt_count) == ("incomplete", "open", 1)
+    failed = stripe_client.v1.events.list({"type": "invoice.payment_failed"}).data
+    assert [e.data.object.id for e in failed] == [first.id]
+
+
+def test_charge_declined_given_for_one_payment_fails_it(
     stripe_client: stripe.StripeClient,
 ) -> None:
     customer = stripe_client.v1.customers.create()
-    with pytest.raises(stripe.CardError) as refused:
-        stripe_client.v1.payment_methods.attach("pm_card_chargeDeclined", {"customer": customer.id})
-    assert (refused.value.http_status, refused.value.code) == (402, "card_declined")
     invoice = stripe_client.v1.invoices.finalize_invoice(
         invoice_with(stripe_client, customer.id, {"amount": 900}).id
     )
-    with pytest.raises(stripe.CardError):
+    with pytest.raises(stripe.CardError) as declined:
         stripe_client.v1.invoices.pay(invoice.id, {"payment_method": "pm_card_chargeDeclined"})
+    assert (declined.value.http_status, declined.value.code) == (402, "card_declined")
     failed = stripe_client.v1.events.list({"type": "invoice.payment_failed"}).data
     assert [e.data.object.id for e in failed] == [invoice.id]
     paid = stripe_client.v1.invoices.pay(invoice.id, {"payment_method": "pm_card_visa"})
