@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.projection import ApplicationSubscription
 
 from projections.base import POSTGRES, SQLITE, TRACKING_TABLE, Delivered, Projection, Store, Tx
@@ -333,9 +335,19 @@ class Runner:
             self.catch_up()
             self._stop.wait(interval)
 
-    def follow(self, batch_wait: float = 0.05) -> None:
+    def follow(self, batch_wait: float = 0.05, retry_wait: float = 1.0) -> None:
         """Follow the log live until `stop()`: catch up, then take what the
-        library's subscription delivers, in pages (PostgreSQL)."""
+        library's subscription delivers, in pages (PostgreSQL). A lost connection
+        (a database restart) is logged and followed again from the tracked
+        positions, so nothing is skipped or applied twice."""
+        while not self._stop.is_set():
+            try:
+                self._follow(batch_wait)
+            except _CONNECTION_ERRORS as exc:
+                log.warning("projections: lost the database (%s); following again", exc)
+                self._stop.wait(retry_wait)
+
+    def _follow(self, batch_wait: float) -> None:
         self.catch_up()
         start = min(self.positions().values(), default=0)
         inbox: queue.Queue[tuple[Any, Any] | BaseException] = queue.Queue(maxsize=self.page * 4)
@@ -375,6 +387,14 @@ class Runner:
             finally:
                 subscription.stop()
         thread.join(timeout=5)
+
+
+_CONNECTION_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
 
 
 def event_topic(event: Any) -> str:

@@ -47,6 +47,43 @@ def test_the_follower_applies_new_events_as_they_are_recorded(
     assert not thread.is_alive()
 
 
+def test_the_follower_survives_its_connections_being_killed(
+    ledger: Ledger, runner: Runner, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if ledger.backend != "postgres":
+        pytest.skip("the live follower is PostgreSQL's")
+    import psycopg
+
+    errors: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            runner.follow(retry_wait=0.05)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    try:
+        ledger.register_entity("Before", "company", ADMIN, entity_id="before")
+        runner.wait(ledger.recorder.max_notification_id() or 0, timeout=10)
+        # What a database restart does to every open connection.
+        with psycopg.connect(database_url.split("?")[0], autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ledger.register_entity("After", "company", ADMIN, entity_id="after")
+        runner.wait(ledger.recorder.max_notification_id() or 0, timeout=20)
+        assert get_entity(runner.store, "after") is not None
+    finally:
+        runner.stop()
+        thread.join(timeout=10)
+    assert not errors
+    assert not thread.is_alive()
+    assert "lost the database" in caplog.text
+
+
 def test_attached_runner_catches_up_after_each_command(ledger: Ledger, runner: Runner) -> None:
     attach(ledger, runner)
     ledger.register_entity("Inline", "organization", ADMIN, entity_id="inline")
