@@ -11,12 +11,24 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from billtrail.settings import DatabaseURL, Settings, SettingsError
 from ledger.app import Ledger
 from ledger.application import utc_now
 
-__all__ = ["Clock", "checkpoint_file", "eventsourcing_env", "ledger", "seal_key", "utc_now"]
+if TYPE_CHECKING:
+    import stripe
+
+__all__ = [
+    "Clock",
+    "checkpoint_file",
+    "eventsourcing_env",
+    "ledger",
+    "seal_key",
+    "stripe_client",
+    "utc_now",
+]
 
 Clock = Callable[[], datetime]
 
@@ -80,3 +92,12 @@ def checkpoint_file(settings: Settings) -> Path:
     """Where `verify` keeps the seal head it last saw for this database, outside it."""
     digest = hashlib.sha256(settings.database_url.encode()).hexdigest()[:16]
     return settings.seal_key_file.parent / "seal-checkpoints" / f"{digest}.json"
+
+
+def stripe_client(settings: Settings) -> stripe.StripeClient:
+    """The Stripe client for STRIPE_API_KEY on STRIPE_API_BASE (unset: Stripe itself).
+    Close it with `adapters.stripe.client.close_client`."""
+    # Imported here: the SDK takes a while to import, and most commands never call Stripe.
+    from adapters.stripe.client import make_client
+
+    return make_client(settings.stripe_api_key, settings.stripe_api_base)
