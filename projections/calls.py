@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from eventsourcing.utils import get_topic
@@ -118,28 +118,35 @@ def calls_of(
 ) -> CallPage:
     """An entity's calls on the (local) days [start, end), in time order, a page at a
     time: pass `next_cursor` back as `after`."""
+    select = (
+        "SELECT call_id, entity_id, day, started_at, duration_seconds, source "
+        "FROM {p}proj_calls WHERE entity_id = ? AND "
+    )
+    order = " ORDER BY entity_id, day, started_at, call_id LIMIT ?"
     with store.reading() as tx:
         sqlite = tx.backend == SQLITE
 
-        def enc(v: Any, t: str) -> Any:
-            if not sqlite:
-                return v
-            if t == "date":
-                return v.isoformat()
-            return timestamp_text(v) if t == "ts" else v
+        def day(v: date) -> Any:
+            return v.isoformat() if sqlite else v
 
-        conds = ["entity_id = ?", "day >= ?", "day < ?"]
-        params: list[Any] = [entity_id, enc(start, "date"), enc(end, "date")]
+        rows: list[tuple[Any, ...]] = []
+        first_day = start
         if after is not None:
+            # Two plain range reads, never a row-value comparison: SQLite does not
+            # bound an index range by `(day, started_at, call_id) > (...)`, so a
+            # deep page would re-read every call before it.
             a_day, a_started, a_call = after
-            conds.append("(day, started_at, call_id) > (?, ?, ?)")
-            params += [enc(a_day, "date"), enc(a_started, "ts"), a_call]
-        rows = tx.execute(
-            "SELECT call_id, entity_id, day, started_at, duration_seconds, source "
-            f"FROM {{p}}proj_calls WHERE {' AND '.join(conds)} "
-            "ORDER BY entity_id, day, started_at, call_id LIMIT ?",
-            [*params, limit + 1],
-        )
+            started: Any = timestamp_text(a_started) if sqlite else a_started
+            rows = tx.execute(
+                select + "day = ? AND started_at >= ? AND (started_at > ? OR call_id > ?)" + order,
+                [entity_id, day(a_day), started, started, a_call, limit + 1],
+            )
+            first_day = a_day + timedelta(days=1)
+        if len(rows) <= limit:
+            rows += tx.execute(
+                select + "day >= ? AND day < ?" + order,
+                [entity_id, day(max(first_day, start)), day(end), limit + 1 - len(rows)],
+            )
     result = [
         CallRow(
             r[0],
