@@ -371,6 +371,13 @@ class Store:
             ):
                 yield Tx(POSTGRES, pg_cursor, self.prefix)
 
+    def vacuum(self, tables: Sequence[str]) -> None:
+        """VACUUM (ANALYZE) the tables (PostgreSQL; outside any transaction)."""
+        if isinstance(self.datastore, PostgresDatastore):
+            with self.datastore.get_connection() as pg:
+                for table in tables:
+                    pg.execute(f"VACUUM (ANALYZE) {self.prefix}{table}")
+
     @contextmanager
     def reading(self) -> Iterator[Tx]:
         """A read-only snapshot for queries (a count and its page agree)."""

@@ -159,6 +159,7 @@ class Runner:
         if not self.loading() & chosen:
             return  # the usual case after a command: a read, no write
         names = [self.tracking_name(p) for p in projections]
+        finished: list[Projection] = []
         with self.store.transaction() as tx:
             clause, params = tx.in_list(names)
             loading = {
@@ -183,6 +184,12 @@ class Runner:
                     f"UPDATE {{p}}{TRACKING_TABLE} SET bulk = 0 WHERE name = ?",
                     (self.tracking_name(p),),
                 )
+                finished.append(p)
+        if finished and self.store.backend == POSTGRES:
+            # Freshly loaded tables have no visibility map yet, so every index scan
+            # would also visit the table; VACUUM sets it (it cannot run in a
+            # transaction, hence after the commit).
+            self.store.vacuum([t.name for p in finished for t in p.tables])
 
     def loading(self) -> set[str]:
         """Projections still in a bulk load (rebuilding, search and indexes pending)."""
