@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
-from ledger.application import topics_of
+from eventsourcing.persistence import IntegrityError
+
+from ledger.application import MAX_CONFLICT_RETRIES, ConcurrentChange, topics_of
 from ledger.entities.application import EntityCommands
 from ledger.errors import InvalidInvoice, UnknownInvoice
 from ledger.invoices.domain import Invoice, Status, Totals
@@ -134,6 +136,39 @@ class InvoiceCommands(EntityCommands):
             source,
             lambda inv: inv.mark_replaced(replacement_stripe_id, reason, source, at),
             lambda: _missing(stripe_id),
+        )
+
+    def link_replacement(
+        self, replaced_stripe_id: str, replacement_stripe_id: str, reason: str, source: Source
+    ) -> bool:
+        """Record both sides of a replacement in one transaction: the voided invoice
+        is replaced by the new one, the new one replaces it (same entity)."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            at = self.clock()
+            old = self.invoice(replaced_stripe_id)
+            new = self.invoice(replacement_stripe_id)
+            if old.entity_id != new.entity_id:
+                raise InvalidInvoice(
+                    f"invoice {replacement_stripe_id} is not {old.entity_id}'s; "
+                    f"it cannot replace {replaced_stripe_id}"
+                )
+            changed = [
+                inv
+                for inv, did in (
+                    (old, old.mark_replaced(replacement_stripe_id, reason, source, at)),
+                    (new, new.record_replacement_of(replaced_stripe_id, reason, source, at)),
+                )
+                if did
+            ]
+            if not changed:
+                return False
+            try:
+                self.save(*changed)
+            except IntegrityError:
+                continue
+            return True
+        raise ConcurrentChange(
+            f"invoices {replaced_stripe_id} and {replacement_stripe_id} kept changing"
         )
 
     def invoices(self) -> list[Invoice]:

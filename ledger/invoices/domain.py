@@ -226,6 +226,17 @@ class Invoice(LedgerAggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate.replaced_by = self.replacement_stripe_id
 
+    class ReplacementRecorded(Event):
+        """This invoice replaces `replaces` (a voided invoice of the same entity and
+        period), when the ledger learnt it after the invoice was first recorded."""
+
+        TOPIC = "billtrail:Invoice.ReplacementRecorded"
+        replaces: str
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.replaces = self.replaces
+
     def __init__(
         self,
         stripe_id: str,
@@ -481,5 +492,19 @@ class Invoice(LedgerAggregate):
             replacement_stripe_id=replacement_stripe_id,
             reason=reason,
             source=source,
+        )
+        return True
+
+    def record_replacement_of(
+        self, replaced_stripe_id: str, reason: str, source: Source, at: datetime
+    ) -> bool:
+        if self.replaces == replaced_stripe_id:
+            return False
+        if self.replaces is not None:
+            raise InvalidInvoice(f"invoice {self.stripe_id} already replaces {self.replaces}")
+        if replaced_stripe_id == self.stripe_id:
+            raise InvalidInvoice(f"invoice {self.stripe_id} cannot replace itself")
+        self._record(
+            self.ReplacementRecorded, at, replaces=replaced_stripe_id, reason=reason, source=source
         )
         return True

@@ -1,0 +1,197 @@
+"""Fixtures for the outbound half of the Stripe adapter, against the sandbox over
+HTTP and a ledger on both backends.
+
+- `sandbox`: a real sandbox server on a loopback port.
+- `client`: the official SDK on it, with retries on and the SDK's retry pauses
+  shortened (`FastRetries`), its HTTP session closed at the end.
+- `world`: a ledger (on `database_url`) with two billable entities in different
+  time zones, their rates, a monthly fee, and one Stripe test clock each starting
+  at their local midnight of 1 July 2026. Nothing is pushed: tests push.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import stripe
+
+from adapters.stripe.outbound.clocks import EntityClocks
+from adapters.stripe.outbound.outbox import AfterCall, Outbox
+from adapters.stripe.sandbox import RunningSandbox, start_sandbox
+from adapters.stripe.sandbox.testing import FAST_RETRIES
+from billtrail import bootstrap
+from billtrail.settings import Settings
+from ledger.app import Ledger
+from ledger.sources import Source, SourceKind
+from ledger.stripe_outbox.domain import StripeRequest
+from ledger.usage.application import CallRow
+
+SEAL_KEY = "outbound-tests-seal-key-0123456789abcdef"
+FIRST_DAY = date(2026, 7, 1)
+ADMIN = Source(SourceKind.ADMIN, "setup", "ana@billtrail.example")
+ENTITIES = {
+    # entity id: (kind, zone, currency, per-call price)
+    "acme": ("company", "Europe/Paris", "eur", Decimal("0.0125")),
+    "beta": ("organization", "America/Chicago", "usd", Decimal("0.0090")),
+}
+
+
+class Crash(Exception):
+    """A process dying between Stripe's answer and the ledger write."""
+
+
+def crash_once(key_prefix: str) -> tuple[AfterCall, list[str]]:
+    """An `after_call` hook that raises the first time a request whose key starts
+    with `key_prefix` has been answered; the list gets the keys it crashed on."""
+    crashed: list[str] = []
+
+    def hook(request: StripeRequest) -> None:
+        if request.key.startswith(key_prefix) and not crashed:
+            crashed.append(request.key)
+            raise Crash(request.key)
+
+    return hook, crashed
+
+
+class FastRetries(stripe.RequestsClient):
+    """The SDK's HTTP client, pausing 10 ms between its retries instead of 0.5 s
+    or more (the retries themselves are the SDK's)."""
+
+    def _sleep_time_seconds(self, num_retries: int) -> float:
+        return 0.01
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def sandbox() -> Iterator[RunningSandbox]:
+    with start_sandbox(seed="billtrail-outbound", webhook_retry_delays=FAST_RETRIES) as running:
+        yield running
+
+
+@pytest.fixture
+def client(sandbox: RunningSandbox) -> Iterator[stripe.StripeClient]:
+    http = FastRetries(timeout=30)
+    yield stripe.StripeClient(
+        sandbox.api_key,
+        base_addresses={"api": sandbox.url},
+        max_network_retries=3,
+        http_client=http,
+    )
+    http.close()  # type: ignore[no-untyped-call]
+
+
+def make_ledger(database_url: str, clock: Clock, var_dir: Path) -> Ledger:
+    settings = Settings.from_env(
+        {
+            "BILLTRAIL_DATABASE_URL": database_url,
+            "BILLTRAIL_SEAL_KEY": SEAL_KEY,
+            "BILLTRAIL_VAR_DIR": str(var_dir),
+        }
+    )
+    return bootstrap.ledger(settings, clock=clock)
+
+
+@dataclass
+class World:
+    ledger: Ledger
+    client: stripe.StripeClient
+    sandbox: RunningSandbox
+    clock: Clock
+    clocks: EntityClocks
+    slept: list[float] = field(default_factory=list)
+    runs: int = 0
+
+    def outbox(self, run: str | None = None, after_call: AfterCall | None = None) -> Outbox:
+        self.runs += 1
+        source = Source(SourceKind.CLI, run or f"run-{self.runs}", "ops")
+        return Outbox(
+            self.ledger, self.client, source, after_call=after_call, sleep=self.slept.append
+        )
+
+    def at(self, moment: datetime, entity_ids: list[str] | None = None) -> None:
+        """The ledger's clock and the entities' Stripe clocks at `moment`."""
+        self.clock.now = max(self.clock.now, moment)
+        self.clocks.advance(moment, entity_ids)
+
+    def local(self, entity_id: str, day: date, hour: int = 0, minute: int = 0) -> datetime:
+        zone = ZoneInfo(ENTITIES[entity_id][1])
+        return datetime.combine(day, time(hour, minute), zone).astimezone(UTC)
+
+    def calls(self, entity_id: str, day: date, count: int, prefix: str = "c") -> list[str]:
+        """Record `count` calls of `entity_id` at 10:00 local on `day`."""
+        start = self.local(entity_id, day, 10)
+        ids = [f"{entity_id}-{prefix}-{day:%Y%m%d}-{i:04d}" for i in range(count)]
+        rows = [
+            CallRow(i + 1, call_id, entity_id, start + timedelta(seconds=i), 60)
+            for i, call_id in enumerate(ids)
+        ]
+        self.ledger.record_calls(rows, Source(SourceKind.IMPORT_FILE, f"{prefix}-{day}"))
+        return ids
+
+    def posts(self, path: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.sandbox.control.requests(path) if r["method"] == "POST"]
+
+
+@pytest.fixture
+def world(
+    database_url: str, tmp_path: Path, client: stripe.StripeClient, sandbox: RunningSandbox
+) -> Iterator[World]:
+    clock = Clock(datetime(2026, 6, 20, 9, 0, tzinfo=UTC))
+    ledger = make_ledger(database_url, clock, tmp_path / "var")
+    try:
+        for entity_id, (kind, zone, currency, price) in ENTITIES.items():
+            ledger.register_entity(
+                entity_id.title(),
+                kind,
+                ADMIN,
+                entity_id=entity_id,
+                timezone=zone,
+                emails=[f"billing@{entity_id}.example"],
+            )
+            ledger.set_rate(entity_id, price, currency, FIRST_DAY, "contract", ADMIN)
+        ledger.add_fixed_fee(
+            "beta",
+            "platform",
+            "monthly_minimum",
+            "Platform fee",
+            Decimal("49.00"),
+            FIRST_DAY,
+            ADMIN,
+        )
+        clocks = EntityClocks.create(
+            client, {e: ZoneInfo(z) for e, (_, z, _, _) in ENTITIES.items()}, FIRST_DAY
+        )
+        # Both entities' 1 July has begun (Paris first, Chicago at 05:00 UTC).
+        clock.now = datetime(2026, 7, 1, 5, 0, tzinfo=UTC)
+        yield World(ledger, client, sandbox, clock, clocks)
+    finally:
+        ledger.close()
+
+
+def cards(world: World, failing: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """The customers' cards (what customers do in Stripe, not billtrail)."""
+    for entity in world.ledger.entities():
+        customer = entity.stripe_customer_id
+        assert customer is not None
+        token = "pm_card_chargeCustomerFail" if entity.entity_id in failing else "pm_card_visa"
+        pm = world.client.v1.payment_methods.attach(token, {"customer": customer})
+        world.client.v1.customers.update(
+            customer, {"invoice_settings": {"default_payment_method": pm.id}}
+        )
+
+
+PushFn = Callable[..., Any]
