@@ -24,6 +24,7 @@ import stripe
 
 from adapters.stripe.outbound.clocks import EntityClocks
 from adapters.stripe.outbound.outbox import AfterCall, Outbox
+from adapters.stripe.outbound.push import PushReport, push_all
 from adapters.stripe.sandbox import RunningSandbox, start_sandbox
 from adapters.stripe.sandbox.testing import FAST_RETRIES
 from billtrail import bootstrap
@@ -121,6 +122,10 @@ class World:
         return Outbox(
             self.ledger, self.client, source, after_call=after_call, sleep=self.slept.append
         )
+
+    def push(self, run: str | None = None, **kwargs: Any) -> PushReport:
+        """Everything pushed, each customer on its entity's test clock."""
+        return push_all(self.outbox(run), test_clocks=self.clocks.clocks, **kwargs)
 
     def at(self, moment: datetime, entity_ids: list[str] | None = None) -> None:
         """The ledger's clock and the entities' Stripe clocks at `moment`."""

@@ -31,8 +31,8 @@ def recorded_keys(world: World) -> set[str]:
 
 
 def test_push_all_makes_each_object_once_and_links_it_in_the_ledger(world: World) -> None:
+    report = world.push("push-1")
     outbox = world.outbox("push-1")
-    report = push_all(outbox)
     assert report.summary() == {"customers": 2, "prices": 3, "subscriptions": 2, "skipped": 0}
 
     ledger = world.ledger
@@ -71,13 +71,13 @@ def test_push_all_makes_each_object_once_and_links_it_in_the_ledger(world: World
 
     # Pushing again sends nothing.
     posts = len(world.posts())
-    again = push_all(world.outbox("push-2"))
+    again = world.push("push-2")
     assert again.summary() == {"customers": 0, "prices": 0, "subscriptions": 0, "skipped": 0}
     assert len(world.posts()) == posts
 
 
 def test_every_post_carries_an_idempotency_key_recorded_in_the_ledger(world: World) -> None:
-    push_all(world.outbox())
+    world.push()
     posts = [p for p in world.posts() if not p["path"].startswith("/v1/test_helpers/")]
     assert posts
     keys = recorded_keys(world)
@@ -125,7 +125,7 @@ def test_a_request_older_than_stripes_key_memory_is_looked_up_not_sent_again(
 
 
 def test_a_later_rate_version_gets_its_own_price(world: World) -> None:
-    push_all(world.outbox())
+    world.push()
     world.ledger.set_rate(
         "acme",
         Decimal("0.0110"),
