@@ -121,7 +121,9 @@ class TokenBucket:
         while True:
             with self._lock:
                 self._refill()
-                if self._tokens >= tokens:
+                # A hair of slack: float arithmetic would otherwise leave 0.999... tokens
+                # after a sleep of exactly the computed wait, and loop on ever tinier waits.
+                if self._tokens >= tokens - 1e-9:
                     self._tokens -= tokens
                     return
                 wait = (tokens - self._tokens) / self.rate

@@ -413,10 +413,11 @@ class InvoiceReader:
         *,
         entities: EntityDirectory | None = None,
         prices: PriceBook | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.client = client
         self.ledger = ledger
-        self.call = Throttle(limiter)
+        self.call = throttle or Throttle(limiter)
         self.entities = entities or EntityDirectory(ledger)
         self.prices = prices or PriceBook(client, self.call)
 
