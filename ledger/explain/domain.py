@@ -96,6 +96,7 @@ class RateFacts:
     recorded_at: datetime
     reason: str
     source: Source
+    recorded_after_issue: bool
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,16 @@ class Explanation:
     def codes(self) -> set[FlagCode]:
         return {f.code for f in self.flags}
 
+    @property
+    def rates(self) -> tuple[RateFacts, ...]:
+        """Every rate version a day of the period names, at issue or as of."""
+        found: dict[int, RateFacts] = {}
+        for d in self.days:
+            for rate in (d.rate_at_issue, d.rate):
+                if rate is not None:
+                    found.setdefault(rate.version, rate)
+        return tuple(found[v] for v in sorted(found))
+
 
 # Building ---------------------------------------------------------------------------
 
@@ -284,8 +295,8 @@ def build_explanation(
             duplicates=u.as_of.duplicates if u.as_of else 0,
             pushed=u.as_of.reported_quantity if u.as_of else 0,
             pushed_at_issue=u.at_issue.reported_quantity if u.at_issue else 0,
-            rate=_rate_facts(rate_as_of, u.day),
-            rate_at_issue=_rate_facts(rate_at_issue, u.day),
+            rate=_rate_facts(rate_as_of, u.day, issued_at),
+            rate_at_issue=_rate_facts(rate_at_issue, u.day, issued_at),
         )
         for u in usage
     )
@@ -371,7 +382,7 @@ def _price(rate: RateFacts | None) -> Decimal | None:
     return None if rate is None else rate.unit_price
 
 
-def _rate_facts(rate: Rate | None, day: date) -> RateFacts | None:
+def _rate_facts(rate: Rate | None, day: date, issued_at: datetime | None) -> RateFacts | None:
     if rate is None:
         return None
     v: RateVersion | None = rate.version_on(day)
@@ -385,6 +396,7 @@ def _rate_facts(rate: Rate | None, day: date) -> RateFacts | None:
         recorded_at=v.recorded_at,
         reason=v.reason,
         source=v.source,
+        recorded_after_issue=issued_at is not None and v.recorded_at > issued_at,
     )
 
 
@@ -683,7 +695,7 @@ def _arithmetic_flags(lines: Sequence[LineFacts], currency: str) -> list[Flag]:
     return [
         Flag(
             FlagCode.AMOUNT_ARITHMETIC,
-            f"Line {line.description!r}: {_qty(line.quantity)} x "
+            f"Line {line.description!r}: {number_text(line.quantity)} x "
             f"{unit(line.unit_amount, currency)} = {money(line.computed_amount, currency)}, "
             f"but the line says {money(line.amount, currency)}.",
             line.line_id,
@@ -806,10 +818,10 @@ def unit(price: Decimal | None, currency: str) -> str:
 
 
 def calls(n: int | Decimal) -> str:
-    return f"{_qty(n)} call" + ("" if n == 1 else "s")
+    return f"{number_text(n)} call" + ("" if n == 1 else "s")
 
 
-def _qty(n: int | Decimal) -> str:
+def number_text(n: int | Decimal) -> str:
     if isinstance(n, Decimal) and n == n.to_integral_value():
         n = int(n)
     return f"{n:,}" if isinstance(n, int) else f"{n:,f}"
