@@ -55,7 +55,14 @@ def cli() -> None:
 def _register_commands() -> None:
     # Each module adds its commands to `cli`; imported here, not at import time of
     # this module, so `billtrail --help` stays cheap and nothing runs on import.
-    from billtrail.cli import demo, ledger_commands, projections, sandbox, stripe_sync  # noqa: F401
+    from billtrail.cli import (  # noqa: F401
+        demo,
+        explain,
+        ledger_commands,
+        projections,
+        sandbox,
+        stripe_sync,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
