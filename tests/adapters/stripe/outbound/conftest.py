@@ -23,13 +23,18 @@ import pytest
 import stripe
 
 from adapters.stripe.outbound.clocks import EntityClocks
+from adapters.stripe.outbound.customers import push_customers
+from adapters.stripe.outbound.invoice_pull import pull_invoices_from_stripe
 from adapters.stripe.outbound.outbox import AfterCall, Outbox
 from adapters.stripe.outbound.push import PushReport, push_all
+from adapters.stripe.outbound.subscriptions import BillingTerms, subscription_of
+from adapters.stripe.outbound.usage import push_usage
 from adapters.stripe.sandbox import RunningSandbox, start_sandbox
 from adapters.stripe.sandbox.testing import FAST_RETRIES
 from billtrail import bootstrap
 from billtrail.settings import Settings
 from ledger.app import Ledger
+from ledger.entities.domain import BillableEntity
 from ledger.sources import Source, SourceKind
 from ledger.stripe_outbox.domain import StripeRequest
 from ledger.usage.application import CallRow
@@ -127,6 +132,47 @@ class World:
         """Everything pushed, each customer on its entity's test clock."""
         return push_all(self.outbox(run), test_clocks=self.clocks.clocks, **kwargs)
 
+    def period_end(self, entity_id: str) -> datetime:
+        """The end of the entity's current billing period, as Stripe has it."""
+        subscription_id = subscription_of(self.outbox("read"), entity_id)
+        assert subscription_id is not None
+        subscription = self.client.v1.subscriptions.retrieve(subscription_id)
+        return datetime.fromtimestamp(subscription.items.data[0].current_period_end, UTC)
+
+    def bill_july(
+        self,
+        terms: Callable[[BillableEntity], BillingTerms] | None = None,
+        failing: frozenset[str] = frozenset(),
+    ) -> dict[str, str]:
+        """A period of billing: customers with cards, prices and subscriptions from
+        1 July (local midnight), calls on a few days, usage pushed half an hour
+        after each entity's period ends, Stripe's renewal invoices finalized (an
+        hour after the period end) and charged, and the invoices recorded in the
+        ledger. Returns each entity's invoice that bills the usage.
+
+        Stripe counts a monthly period from the anchor's day of the month in UTC:
+        beta's (Chicago) first period is July; acme's (Paris, whose local midnight
+        of 1 July is 30 June in UTC) runs 1 to 30 July."""
+        push_customers(self.outbox("customers"), test_clocks=self.clocks.clocks)
+        cards(self, failing)
+        self.push("push", **({"terms": terms} if terms else {}))
+        self.calls("acme", date(2026, 7, 1), 120)
+        self.calls("acme", date(2026, 7, 2), 70)
+        self.calls("acme", date(2026, 7, 30), 50)
+        self.calls("beta", date(2026, 7, 1), 30)
+        self.calls("beta", date(2026, 7, 3), 5)
+        ends = {entity_id: self.period_end(entity_id) for entity_id in ENTITIES}
+        for entity_id, end in sorted(ends.items(), key=lambda item: item[1]):
+            self.at(end + timedelta(minutes=30), [entity_id])
+            push_usage(self.outbox(f"usage-{entity_id}"), entity_ids=[entity_id])
+            self.at(end + timedelta(hours=2), [entity_id])
+        pull_invoices_from_stripe(self.client, self.ledger, Source(SourceKind.SYNC_RUN, "pull"))
+        found: dict[str, str] = {}
+        for invoice in self.ledger.invoices():
+            if any(line.kind == "usage" for line in invoice.lines):
+                found[invoice.entity_id] = invoice.stripe_id
+        return found
+
     def at(self, moment: datetime, entity_ids: list[str] | None = None) -> None:
         """The ledger's clock and the entities' Stripe clocks at `moment`."""
         self.clock.now = max(self.clock.now, moment)
@@ -187,7 +233,7 @@ def world(
         ledger.close()
 
 
-def cards(world: World, failing: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+def cards(world: World, failing: frozenset[str] = frozenset()) -> None:
     """The customers' cards (what customers do in Stripe, not billtrail)."""
     for entity in world.ledger.entities():
         customer = entity.stripe_customer_id
@@ -197,6 +243,3 @@ def cards(world: World, failing: set[str] = frozenset()) -> None:  # type: ignor
         world.client.v1.customers.update(
             customer, {"invoice_settings": {"default_payment_method": pm.id}}
         )
-
-
-PushFn = Callable[..., Any]
