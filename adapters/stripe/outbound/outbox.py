@@ -17,7 +17,13 @@ request was done, and running again resumes at it.
 
 Stripe forgets idempotency keys after at least 24 hours. A request prepared longer
 ago than that and never answered is first looked for in Stripe (`recover`) before
-it is sent again.
+it is sent again; and a create Stripe refuses because the object exists already
+(a meter's event name, a product id, a price's lookup key) adopts what `recover`
+finds.
+
+`key_prefix` is put before every key sent to Stripe (and every meter event
+identifier): empty for a deployment, which owns its Stripe account; the demo
+gives each run its own, so runs against one long-lived sandbox never collide.
 
 `after_call` is the seam the fault tests use: it runs after Stripe answered and
 before the ledger write, so a test can crash exactly there."""
@@ -116,6 +122,7 @@ class Outbox:
     sleep: Callable[[float], Any] = time.sleep
     rate_limit_retries: int = RATE_LIMIT_RETRIES
     key_reuse_window: timedelta = KEY_REUSE_WINDOW
+    key_prefix: str = ""
 
     def with_source(self, source: Source) -> Outbox:
         return replace(self, source=source)
@@ -147,7 +154,7 @@ class Outbox:
         if request.refused:
             raise StripeRefused(request, request.refusal or "refused earlier")
         params = cast(P, wire(request.params))
-        options: RequestOptions = {"idempotency_key": request.idempotency_key}
+        options: RequestOptions = {"idempotency_key": self.key_prefix + request.idempotency_key}
         attempt = 0
         while True:
             try:
@@ -210,7 +217,17 @@ class Outbox:
                 self._called(request)
                 self.answer(request, found, replayed=True)
                 return Outcome(request, found, None, replayed=True)
-        obj = self.send(request, post)
+        adopted: list[str] = []
+
+        def exists(error: stripe.InvalidRequestError) -> bool:
+            found = recover() if recover is not None else None
+            adopted.extend([found] if found else [])
+            return found is not None
+
+        obj = self.send(request, post, done_already=exists if recover is not None else None)
+        if obj is None:
+            self.answer(request, adopted[0], replayed=True)
+            return Outcome(request, adopted[0], None, replayed=True)
         object_id = cast(str | None, getattr(obj, "id", None))
         replayed = was_replayed(obj)
         self.answer(request, object_id, replayed)

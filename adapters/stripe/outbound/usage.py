@@ -18,6 +18,7 @@ push run as its source; kind report or correction).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -38,10 +39,20 @@ WINDOW_DAYS = 34
 # Answers recorded per ledger transaction. A crash loses at most this many
 # records, which the rerun sends again under the same keys.
 BATCH = 50
+MAX_IDENTIFIER = 100
 
 
 def usage_key(entity_id: str, day: date, n: int) -> str:
     return f"billtrail/usage/{entity_id}/{day.isoformat()}/{n}"
+
+
+def meter_identifier(prefix: str, key: str) -> str:
+    """The event's identifier: its key, under Stripe's 100 characters (a long
+    entity id is shortened to a digest, the same on every run)."""
+    identifier = prefix + key
+    if len(identifier) <= MAX_IDENTIFIER:
+        return identifier
+    return f"{prefix}billtrail/usage/{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
 
 def meter_timestamp(day: date, zone: ZoneInfo) -> int:
@@ -124,7 +135,7 @@ def push_usage(
                 continue
             params: MeterEventCreateParams = {
                 "event_name": METER_EVENT_NAME,
-                "identifier": key,
+                "identifier": meter_identifier(outbox.key_prefix, key),
                 "timestamp": meter_timestamp(day, zone),
                 "payload": {"stripe_customer_id": customer, "value": str(missing)},
             }
