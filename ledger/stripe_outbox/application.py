@@ -14,7 +14,8 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from ledger.application import MAX_CONFLICT_RETRIES, ConcurrentChange, LedgerBase
-from ledger.errors import NotFound
+from ledger.errors import NotFound, UnknownRate
+from ledger.rates.domain import Rate
 from ledger.sources import Source
 from ledger.stripe_outbox.domain import Correction, StripeRequest
 from ledger.usage.domain import Usage
@@ -29,6 +30,15 @@ class RequestSpec:
     operation: str
     params: dict[str, Any]
     target: str | None = None
+
+
+@dataclass(frozen=True)
+class PriceLink:
+    """A Stripe price for a rate version (`version`) or a fixed fee (`fee_id`)."""
+
+    price_id: str
+    version: int | None = None
+    fee_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +207,31 @@ class OutboxCommands(LedgerBase):
                 int(duration),
             )
         return found
+
+    def link_stripe_prices(
+        self, entity_id: str, links: Sequence[PriceLink], source: Source
+    ) -> bool:
+        """Link the prices a push made for one rate, as one command: a scheduler
+        run (an idempotent source) applies a command once per aggregate, so linking
+        them one by one would keep only the first."""
+        at = self.clock()
+
+        def link(rate: Rate) -> bool:
+            changed = False
+            for price in links:
+                changed |= rate.link_stripe_price(
+                    price.price_id, source, at, version=price.version, fee_id=price.fee_id
+                )
+            return changed
+
+        return self._change(
+            Rate,
+            Rate.create_id(entity_id),
+            "link_stripe_prices",
+            source,
+            link,
+            lambda: UnknownRate(f"no rate is contracted for {entity_id!r}"),
+        )
 
     # Corrections -------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from adapters.stripe.outbound.outbox import OutboundError, Outbox
 from ledger.errors import NotFound
 from ledger.money import Money, exponent
 from ledger.rates.domain import FeeKind, FixedFee, Rate, RateVersion
+from ledger.stripe_outbox.application import PriceLink
 
 METER_EVENT_NAME = "billtrail_calls"
 METER_KEY = f"billtrail/meter/{METER_EVENT_NAME}"
@@ -137,18 +138,19 @@ def push_prices(outbox: Outbox, entity_ids: list[str] | None = None) -> PricesPu
         except NotFound:
             report.skipped.append(entity.entity_id)
             continue
+        links: list[PriceLink] = []
         for version in rate.versions:
             if version.stripe_price_id is None:
                 price = _push_version_price(outbox, rate, version, meter, product)
-                ledger.link_stripe_price(
-                    rate.entity_id, price, outbox.source, version=version.version
-                )
+                links.append(PriceLink(price, version=version.version))
                 report.created.append(version_price_key(rate.entity_id, version.version))
         for fee in rate.fees.values():
             if fee.stripe_price_id is None:
                 price = _push_fee_price(outbox, rate, fee)
-                ledger.link_stripe_price(rate.entity_id, price, outbox.source, fee_id=fee.fee_id)
+                links.append(PriceLink(price, fee_id=fee.fee_id))
                 report.created.append(fee_price_key(rate.entity_id, fee.fee_id))
+        if links:
+            ledger.link_stripe_prices(rate.entity_id, links, outbox.source)
     return report
 
 

@@ -12,9 +12,11 @@ import pytest
 
 from adapters.stripe.outbound.catalog import push_prices
 from adapters.stripe.outbound.customers import push_customers
+from adapters.stripe.outbound.outbox import Outbox
 from adapters.stripe.outbound.push import push_all
 from adapters.stripe.outbound.subscriptions import BillingTerms, subscription_of
 from ledger.entities.domain import BillableEntity
+from ledger.sources import Source, SourceKind
 
 from .conftest import Crash, World, crash_once
 
@@ -155,3 +157,15 @@ def test_send_invoice_terms_and_entities_not_ready_are_reported(world: World) ->
     assert subscription.collection_method == "send_invoice"
     assert subscription.days_until_due == 14
     assert report.subscriptions.skipped == {}
+
+
+def test_a_scheduler_run_links_every_price_of_a_rate(world: World) -> None:
+    # A scheduler run is an idempotent source: each command applies once per
+    # aggregate, so beta's fee price and per-call price are linked as one.
+    outbox = Outbox(
+        world.ledger, world.client, Source(SourceKind.SCHEDULER_RUN, "stripe-push/2026-07-01")
+    )
+    push_prices(outbox)
+    beta = world.ledger.rate("beta")
+    assert beta.fees["platform"].stripe_price_id is not None
+    assert beta.versions[0].stripe_price_id is not None
