@@ -7,6 +7,7 @@ matter (at issue and as of; see ledger.explain.domain)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -16,7 +17,7 @@ from ledger.application import check_aware, topics_of
 from ledger.entities.domain import BillableEntity
 from ledger.errors import NotRecordedYet, UnknownInvoice
 from ledger.explain.domain import DayUsage, Explanation, build_explanation, period_days
-from ledger.explain.replay import states_at
+from ledger.explain.replay import collection_paused, states_at
 from ledger.invoices.domain import Invoice
 from ledger.rates.domain import Rate
 from ledger.usage.domain import Usage
@@ -31,6 +32,11 @@ def explain(ledger: Ledger, ref: str, as_of: datetime | None = None) -> Explanat
     at = ledger.clock() if as_of is None else as_of
     check_aware(at)
     invoice_id = invoice_id_of(ledger, ref)
+    with collection_paused():
+        return _explain(ledger, ref, invoice_id, at)
+
+
+def _explain(ledger: Ledger, ref: str, invoice_id: UUID, at: datetime) -> Explanation:
     events, (invoice,) = states_at(ledger, invoice_id, [at])
     if not events or not isinstance(events[0], Invoice.Drafted):
         raise UnknownInvoice(f"no invoice {ref!r}")
@@ -66,12 +72,25 @@ def invoice_id_of(ledger: Ledger, ref: str) -> UUID:
         raise UnknownInvoice("an invoice number or Stripe invoice id is needed")
     if ref.startswith("in_"):
         return Invoice.create_id(ref)
-    # Numbers are only in Issued events: one indexed read of that topic. (The portal
-    # resolves numbers from its projection first; this is the ledger-only answer.)
-    for event in ledger.events_of_topics(topics_of(Invoice.Issued)):
-        if event.number == ref:
-            found: UUID = event.originator_id
-            return found
+    # Numbers are only in Issued events: read that topic's rows (the portal, which
+    # has the number in its read model, passes the Stripe id). Stored states are
+    # JSON as the transcoder writes it, so a row whose bytes lack the number as a
+    # JSON string cannot hold it and is not decoded; a cipher or a compressor hides
+    # the bytes, and then every row is decoded.
+    needle = json.dumps(ref, ensure_ascii=False, separators=(",", ":")).encode()
+    plain = ledger.mapper.cipher is None and ledger.mapper.compressor is None
+    position: int | None = None
+    while notes := ledger.recorder.select_notifications(
+        start=position, limit=1000, topics=topics_of(Invoice.Issued), inclusive_of_start=False
+    ):
+        for note in notes:
+            if plain and needle not in note.state:
+                continue
+            event: Any = ledger.mapper.to_domain_event(note)
+            if event.number == ref:
+                found: UUID = event.originator_id
+                return found
+        position = notes[-1].id
     raise UnknownInvoice(f"no invoice {ref!r}")
 
 

@@ -10,7 +10,9 @@ the events are read and decoded once and folded with the aggregate's own mutator
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -33,8 +35,7 @@ def fold_at(events: Sequence[Any], instants: Sequence[datetime]) -> list[Any | N
     k = 0
     for event in events:
         while k < len(order) and event.timestamp > instants[order[k]]:
-            # Later events mutate the aggregate in place: keep a copy of this cut.
-            states[order[k]] = copy.deepcopy(aggregate)
+            states[order[k]] = snapshot(aggregate)
             k += 1
         if k == len(order):
             break
@@ -44,6 +45,21 @@ def fold_at(events: Sequence[Any], instants: Sequence[datetime]) -> list[Any | N
     return states
 
 
+def snapshot(aggregate: Any) -> Any:
+    """A copy that later mutations of `aggregate` leave alone. The ledger's mutators
+    assign attributes or add to a list, dict or set attribute, and what they hold
+    are immutable values (frozen dataclasses, Decimals, dates): copying the object
+    and its containers one level deep is enough, and a deepcopy of a day's usage
+    reports or an invoice's lines is most of the cost of a cut."""
+    if aggregate is None:
+        return None
+    copied = copy.copy(aggregate)
+    for name, value in vars(copied).items():
+        if isinstance(value, list | dict | set):
+            setattr(copied, name, copy.copy(value))
+    return copied
+
+
 def states_at(
     app: Application[UUID], aggregate_id: UUID, instants: Sequence[datetime]
 ) -> tuple[list[Any], list[Any | None]]:
@@ -51,3 +67,20 @@ def states_at(
     each of `instants` (see `fold_at`)."""
     events = list(app.events.get(aggregate_id))
     return events, fold_at(events, instants)
+
+
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a period's events are decoded: a
+    hundred thousand calls are as many small lists, each allocation counts towards
+    a collection, and the collections then walk everything decoded so far (a third
+    of explain's time at 100k calls). Decoded events and aggregates hold no cycles,
+    and any made meanwhile elsewhere are collected once it runs again. The previous
+    state is restored, so a caller that had paused it keeps it paused."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

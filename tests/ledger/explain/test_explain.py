@@ -268,3 +268,17 @@ def test_as_of_before_issue_explains_the_draft_with_then_equal_to_as_of(world: W
     assert x.invoice.status == "draft"
     assert x.issued_at is None
     assert x.ok
+
+
+def test_numbers_are_matched_whole_even_with_quotes_and_accents(world: World) -> None:
+    world.calls_every_day()
+    world.push_all()
+    world.clock.advance(days=20)
+    world.issue("in_1", 'ÉTÉ "1"\\')
+    world.issue("in_2", "ACME-1")
+    world.issue("in_3", "ACME-10")
+    assert explain(world.ledger, 'ÉTÉ "1"\\').invoice.stripe_id == "in_1"
+    assert explain(world.ledger, "ACME-10").invoice.stripe_id == "in_3"
+    assert explain(world.ledger, " ACME-1 ").invoice.stripe_id == "in_2"
+    with pytest.raises(UnknownInvoice):
+        explain(world.ledger, "ACME")
