@@ -4,15 +4,47 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from billtrail import bootstrap
 from billtrail.cli import cli, user_errors
-from billtrail.demo import SimulatedClock, build_world
-from billtrail.settings import Settings
+from billtrail.settings import SANDBOX_API_KEY, Settings
 from ledger.errors import LedgerError
+
+STATE_FILE = "stripe-sandbox.json"
+
+
+@contextmanager
+def stripe_for_demo(settings: Settings, directory: Path) -> Iterator[tuple[object, str]]:
+    """A Stripe client: on STRIPE_API_BASE when it is set, else on a sandbox run in
+    process, whose state is saved in DIR at the end (for `billtrail stripe-sandbox
+    --state`). Yields the client and a line saying where Stripe is."""
+    from adapters.stripe.client import close_client, make_client
+
+    if settings.stripe_api_base:
+        client = make_client(settings.stripe_api_key, settings.stripe_api_base)
+        try:
+            yield client, f"Stripe: {settings.stripe_api_base} (STRIPE_API_BASE)"
+        finally:
+            close_client(client)
+        return
+    from adapters.stripe.sandbox import start_sandbox
+
+    state = directory / STATE_FILE
+    state.unlink(missing_ok=True)
+    running = start_sandbox()
+    client = make_client(running.api_key, running.url)
+    try:
+        yield client, f"Stripe: the sandbox in process; its state is saved in {state}"
+    finally:
+        close_client(client)
+        running.sandbox.state_file = state  # saved once, as the sandbox stops
+        running.stop()
 
 
 @cli.command("demo")
@@ -28,7 +60,10 @@ from ledger.errors import LedgerError
 @click.option("--no-serve", is_flag=True, help="build the world and exit")
 @user_errors(LedgerError)
 def demo(directory: Path, seed: int, port: int, no_serve: bool) -> None:
-    """Build a realistic quarter of billing in DIR/billtrail.db, from scratch."""
+    """Build a realistic quarter of billing in DIR/billtrail.db, from scratch, with
+    Stripe (the sandbox in process, or STRIPE_API_BASE when set) billing it."""
+    from billtrail.demo import STORY_STARTS, SimulatedClock, build_world
+
     directory.mkdir(parents=True, exist_ok=True)
     db = directory / "billtrail.db"
     for stale in (db, db.with_name("billtrail.db-wal"), db.with_name("billtrail.db-shm")):
@@ -37,24 +72,48 @@ def demo(directory: Path, seed: int, port: int, no_serve: bool) -> None:
     env = {**os.environ, "BILLTRAIL_DATABASE_URL": url, "BILLTRAIL_VAR_DIR": str(directory)}
     env.pop("BILLTRAIL_SEAL_KEY", None)
     settings = Settings.from_env(env)
-    clock = SimulatedClock(bootstrap.utc_now())
+    # The story starts before the quarter it bills (recorded times included).
+    clock = SimulatedClock(STORY_STARTS)
     started = time.monotonic()
     app = bootstrap.ledger(settings, clock=clock)
     try:
-        report = build_world(app, clock, directory, seed, say=click.echo)
+        with stripe_for_demo(settings, directory) as (client, where):
+            report = build_world(
+                app,
+                clock,
+                directory,
+                seed,
+                client,  # type: ignore[arg-type]
+                say=click.echo,
+                ledger_factory=lambda: bootstrap.ledger(settings, clock=clock),
+                # Each run's keys are its own: a long-lived sandbox has seen others.
+                key_prefix=f"demo-{uuid.uuid4().hex[:8]}/",
+            )
         checked = app.verify_seal().checked
     finally:
         app.close()
     click.echo(
         f"built in {time.monotonic() - started:.1f}s: {report.entities} entities, "
         f"{report.calls_written} calls with {report.duplicates_planted} duplicates planted, "
+        f"{report.meter_events} meter events pushed, {report.webhooks} webhooks received, "
         f"{checked} events sealed"
     )
+    click.echo(where)
     for correction in report.corrections:
-        click.echo(f"rate change: {correction}")
+        click.echo(f"correction: {correction}")
+    for finding in report.findings:
+        click.echo(f"reconcile: {finding}")
+    statuses = ", ".join(f"{n} {status}" for status, n in sorted(report.statuses.items()))
+    click.echo(f"invoices: {sum(report.statuses.values())} ({statuses})")
     click.echo("\nUse it with the other commands:")
     click.echo(f"  export BILLTRAIL_DATABASE_URL={url}")
     click.echo(f"  export BILLTRAIL_VAR_DIR={directory}")
+    if not settings.stripe_api_base:
+        click.echo(f"  billtrail stripe-sandbox --state {directory / STATE_FILE} &")
+        click.echo(
+            f"  export STRIPE_API_BASE=http://127.0.0.1:12111 STRIPE_API_KEY={SANDBOX_API_KEY}"
+        )
     click.echo(
-        "  billtrail entities list; billtrail history rate harbour-dental-group; billtrail verify"
+        "  billtrail entities list; billtrail invoices list; billtrail history rate "
+        "harbour-dental-group; billtrail verify"
     )

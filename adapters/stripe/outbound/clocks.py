@@ -28,14 +28,19 @@ class EntityClocks:
 
     @classmethod
     def create(
-        cls, client: stripe.StripeClient, zones: Mapping[str, ZoneInfo], first_day: date
+        cls,
+        client: stripe.StripeClient,
+        zones: Mapping[str, ZoneInfo],
+        first_day: date,
+        *,
+        key_prefix: str = "",
     ) -> EntityClocks:
         clocks: dict[str, str] = {}
         for entity_id, zone in zones.items():
             start = datetime.combine(first_day, time(0), zone)
             clock = client.v1.test_helpers.test_clocks.create(
                 {"frozen_time": int(start.timestamp()), "name": entity_id},
-                {"idempotency_key": f"billtrail-test-clock/{entity_id}/{first_day}"},
+                {"idempotency_key": f"{key_prefix}billtrail-test-clock/{entity_id}/{first_day}"},
             )
             clocks[entity_id] = clock.id
         return cls(client, clocks)
