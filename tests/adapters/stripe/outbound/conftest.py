@@ -12,6 +12,7 @@ HTTP and a ledger on both backends.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -132,6 +133,11 @@ class World:
         """Everything pushed, each customer on its entity's test clock."""
         return push_all(self.outbox(run), test_clocks=self.clocks.clocks, **kwargs)
 
+    def push_with(self, after_call: AfterCall | None, **kwargs: Any) -> PushReport:
+        return push_all(
+            self.outbox(after_call=after_call), test_clocks=self.clocks.clocks, **kwargs
+        )
+
     def period_end(self, entity_id: str) -> datetime:
         """The end of the entity's current billing period, as Stripe has it."""
         subscription_id = subscription_of(self.outbox("read"), entity_id)
@@ -197,12 +203,14 @@ class World:
         return [r for r in self.sandbox.control.requests(path) if r["method"] == "POST"]
 
 
-@pytest.fixture
-def world(
-    database_url: str, tmp_path: Path, client: stripe.StripeClient, sandbox: RunningSandbox
+@contextmanager
+def new_world(
+    database_url: str, var_dir: Path, client: stripe.StripeClient, sandbox: RunningSandbox
 ) -> Iterator[World]:
+    """Two entities with their rates (and beta's monthly fee) in a new ledger, and
+    a Stripe test clock each from their local midnight of 1 July."""
     clock = Clock(datetime(2026, 6, 20, 9, 0, tzinfo=UTC))
-    ledger = make_ledger(database_url, clock, tmp_path / "var")
+    ledger = make_ledger(database_url, clock, var_dir)
     try:
         for entity_id, (kind, zone, currency, price) in ENTITIES.items():
             ledger.register_entity(
@@ -231,6 +239,33 @@ def world(
         yield World(ledger, client, sandbox, clock, clocks)
     finally:
         ledger.close()
+
+
+@pytest.fixture
+def world(
+    database_url: str, tmp_path: Path, client: stripe.StripeClient, sandbox: RunningSandbox
+) -> Iterator[World]:
+    with new_world(database_url, tmp_path / "var", client, sandbox) as made:
+        yield made
+
+
+@pytest.fixture
+def other_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A second empty database on the same backend as `database_url`."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'other.db'}"
+        return
+    import psycopg
+
+    base, schema = database_url.split("?schema=")
+    other = f"{schema}_b"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{other}"')  # type: ignore[arg-type]
+    try:
+        yield f"{base}?schema={other}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{other}" CASCADE')  # type: ignore[arg-type]
 
 
 def cards(world: World, failing: frozenset[str] = frozenset()) -> None:
