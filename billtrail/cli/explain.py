@@ -118,7 +118,8 @@ def statement(x: Explanation) -> Iterator[str]:
     yield "Timeline"
     for t in x.timeline:
         status = t.status.replace("_", " ")
-        yield f"  {_instant(t.recorded_at)}  {status:<13} {t.detail}  [{_by(t.source)}]"
+        when = f" (in Stripe {_instant(t.effective_at)})" if t.effective_at else ""
+        yield f"  {_instant(t.recorded_at)}  {status:<13} {t.detail}{when}  [{_by(t.source)}]"
     yield ""
     if x.ok:
         yield "No mismatch found: every line is explained by the ledger."

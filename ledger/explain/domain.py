@@ -584,18 +584,22 @@ def _rate_flags(group: list[LineFacts], covered: list[DayFacts], currency: str) 
             )
         )
     rated = [d for d in billed if d.rate_at_issue is not None]
-    if len(group) == 1 and group[0].unit_amount is not None:
+    price = group[0].unit_amount
+    if len(group) == 1 and price is not None:
         line = group[0]
-        wrong = [
-            d for d in rated if d.rate_at_issue and d.rate_at_issue.unit_price != line.unit_amount
-        ]
+        wrong = [d for d in rated if d.rate_at_issue and d.rate_at_issue.unit_price != price]
         for rate, run in _runs_by_rate(wrong):
+            n = sum(d.calls_at_issue for d in wrong if d.day in run)
+            as_billed = line_amount(n, Money(price, currency)).amount
+            at_contract = line_amount(n, Money(rate.unit_price, currency)).amount
             flags.append(
                 Flag(
                     FlagCode.RATE_MISMATCH,
-                    f"{_lines_name(group)} charges {unit(line.unit_amount, currency)} per call, "
+                    f"{_lines_name(group)} charges {unit(price, currency)} per call, "
                     f"but the rate contracted for {spans(run)} was "
-                    f"{unit(rate.unit_price, currency)} per call ({_version(rate)}).",
+                    f"{unit(rate.unit_price, currency)} per call ({_version(rate)}): the "
+                    f"{calls(n)} of those days cost {money(at_contract, currency)} at the "
+                    f"contracted rate, {money(as_billed, currency)} as billed.",
                     line.line_id,
                     run,
                 )

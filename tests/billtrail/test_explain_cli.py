@@ -7,8 +7,9 @@ Exit 0 clean, 1 flagged, 2 for a bad INVOICE or --as-of."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import date, timedelta
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -278,3 +279,221 @@ def test_a_bad_invoice_or_instant_is_one_line_and_exit_2(
     r = run_cli(*args)
     assert r.code == 2
     assert needle in one_clear_line(r.err)
+
+
+# End to end through the Stripe sandbox ------------------------------------------------
+#
+# The operator's commands make the entity, its rate and fee, and import the calls;
+# the Stripe adapter pushes customer, prices, subscription and usage to the sandbox
+# (on a test clock from 1 July), Stripe bills the period, and the adapter pulls the
+# invoice back into the ledger. Then `billtrail explain` reads it.
+
+FIRST_DAY = date(2026, 7, 1)
+ZONE = "America/Chicago"  # Stripe's monthly period from 1 July local is July, whole
+
+
+@dataclass
+class StripeWorld:
+    run_cli: RunCLI
+    ledger: Ledger
+    client: Any
+    clocks: Any
+    tmp_path: Path
+    july_end: datetime  # the end of the subscription's first period, as Stripe has it
+    runs: int = 0
+
+    def outbox(self) -> Any:
+        from adapters.stripe.outbound.outbox import Outbox
+
+        self.runs += 1
+        return Outbox(self.ledger, self.client, Source("cli", f"push-{self.runs}", "ops"))
+
+    def import_calls(self, per_day: dict[date, int], tag: str) -> None:
+        rows = [
+            f"{tag}-{day}-{i},beta,{day}T{9 + i % 8:02d}:{i % 60:02d}:00-05:00,{30 + i}\n"
+            for day, n in per_day.items()
+            for i in range(n)
+        ]
+        path = self.tmp_path / f"calls-{tag}.csv"
+        path.write_text(HEADER + "".join(rows))
+        r = self.run_cli("calls", "import", str(path))
+        assert r.code == 0, r.err
+
+    def bill_july(self, before_finalizing: Callable[[], object] = lambda: None) -> str:
+        """Usage pushed after the period, Stripe's renewal invoice finalized and
+        charged, every invoice pulled into the ledger; the one billing usage.
+        `before_finalizing` runs while the invoice is still a draft."""
+        from adapters.stripe.outbound.invoice_pull import pull_invoices_from_stripe
+        from adapters.stripe.outbound.usage import push_usage
+
+        end = self.july_end
+        self.clocks.advance(end + timedelta(minutes=30))
+        july = [FIRST_DAY + timedelta(days=i) for i in range(31)]
+        push_usage(self.outbox(), days=july)
+        before_finalizing()
+        self.clocks.advance(end + timedelta(hours=2))
+        pull_invoices_from_stripe(self.client, self.ledger, Source("sync_run", "pull"))
+        return self.usage_invoice()
+
+    def usage_invoice(self) -> str:
+        [invoice] = [i for i in self.ledger.invoices() if any(x.kind == "usage" for x in i.lines)]
+        assert invoice.number is not None
+        return invoice.number
+
+    def pull(self) -> None:
+        from adapters.stripe.outbound.invoice_pull import pull_invoices_from_stripe
+
+        self.runs += 1
+        pull_invoices_from_stripe(self.client, self.ledger, Source("sync_run", f"pull-{self.runs}"))
+
+
+@pytest.fixture
+def stripe_world(run_cli: RunCLI, ledger: Ledger, tmp_path: Path) -> Iterator[StripeWorld]:
+    from zoneinfo import ZoneInfo
+
+    from adapters.stripe.client import close_client, make_client
+    from adapters.stripe.outbound.clocks import EntityClocks
+    from adapters.stripe.outbound.customers import push_customers
+    from adapters.stripe.outbound.outbox import Outbox
+    from adapters.stripe.outbound.push import push_all
+    from adapters.stripe.outbound.subscriptions import subscription_of
+    from adapters.stripe.sandbox import start_sandbox
+    from adapters.stripe.sandbox.testing import FAST_RETRIES
+
+    r = run_cli(
+        "entities", "add", "Beta Org", "--kind", "organization", "--id", "beta",
+        "--timezone", ZONE, "--email", "billing@beta.example",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    r = run_cli(
+        "rates", "set", "beta", "--per-call", "0.0125", "--currency", "USD",
+        "--effective-from", str(FIRST_DAY), "--reason", "signed contract",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    ledger.add_fixed_fee(
+        "beta", "platform", "monthly_minimum", "Platform fee", D("49.00"), FIRST_DAY,
+        Source("admin", "setup", "ana"),
+    )  # fmt: skip
+    with start_sandbox(seed="billtrail-explain", webhook_retry_delays=FAST_RETRIES) as sandbox:
+        client = make_client(sandbox.api_key, sandbox.url)
+        try:
+            clocks = EntityClocks.create(client, {"beta": ZoneInfo(ZONE)}, FIRST_DAY)
+            # The customer first, then its card (what the customer does in Stripe),
+            # then prices and the subscription, whose first invoice is charged at once.
+            outbox = Outbox(ledger, client, Source("cli", "push", "ops"))
+            push_customers(outbox, test_clocks=clocks.clocks)
+            customer = ledger.entity("beta").stripe_customer_id
+            pm = client.v1.payment_methods.attach("pm_card_visa", {"customer": customer})
+            client.v1.customers.update(
+                customer, {"invoice_settings": {"default_payment_method": pm.id}}
+            )
+            push_all(outbox, test_clocks=clocks.clocks)
+            subscription = client.v1.subscriptions.retrieve(subscription_of(outbox, "beta"))
+            end = datetime.fromtimestamp(subscription.items.data[0].current_period_end, UTC)
+            world = StripeWorld(run_cli, ledger, client, clocks, tmp_path, end)
+            world.import_calls({FIRST_DAY + timedelta(days=i): 20 + i for i in range(31)}, "jul")
+            yield world
+        finally:
+            close_client(client)
+
+
+def explain_json(run_cli: RunCLI, *args: str) -> dict[str, Any]:
+    r = run_cli("explain", *args, "--json")
+    doc: dict[str, Any] = json.loads(r.last_line)
+    assert r.code == (0 if doc["ok"] else 1)
+    return doc
+
+
+def codes(doc: dict[str, Any]) -> set[str]:
+    return {f["code"] for f in doc["flags"]}
+
+
+def test_through_stripe_a_clean_period_then_late_calls_a_correction_and_a_credit_note(
+    stripe_world: StripeWorld, run_cli: RunCLI
+) -> None:
+    number = stripe_world.bill_july()
+    clean = run_cli("explain", number)
+    assert clean.code == 0, clean.out
+    doc = explain_json(run_cli, number)
+    assert doc["flags"] == []
+    usage = next(x for x in doc["lines"] if x["kind"] == "usage")
+    assert usage["quantity"] == str(sum(20 + i for i in range(31)))
+    assert usage["unit_amount"] == "0.0125"
+    assert [t["event"] for t in doc["timeline"]][-1] == "paid"
+    assert doc["entity"]["stripe_customer_id"] is not None
+    issued_at = doc["issued_at"]
+
+    stripe_world.import_calls({date(2026, 7, 9): 3}, "late")
+    assert codes(explain_json(run_cli, number)) == {"USAGE_VS_CALLS_NOW"}
+
+    r = run_cli(
+        "rates", "set", "beta", "--per-call", "0.0100", "--currency", "USD",
+        "--effective-from", str(FIRST_DAY), "--reason", "contract typo",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert codes(explain_json(run_cli, number)) == {
+        "USAGE_VS_CALLS_NOW",
+        "RATE_CORRECTED_AFTER_ISSUE",
+    }
+
+    invoice_id = doc["invoice"]["stripe_id"]
+    stripe_world.client.v1.credit_notes.create(
+        {"invoice": invoice_id, "amount": 500, "reason": "order_change", "memo": "rate typo"}
+    )
+    stripe_world.pull()
+    doc = explain_json(run_cli, number)
+    [note] = doc["credit_notes"]
+    assert (note["amount"], note["reason"]) == ("5.00", "order_change")
+    assert doc["net_total"] == str(D(doc["invoice"]["total"]) - D("5.00"))
+    assert codes(doc) == {"USAGE_VS_CALLS_NOW", "RATE_CORRECTED_AFTER_ISSUE"}
+
+    # As of the moment it was issued, the invoice was right.
+    then = run_cli("explain", number, "--as-of", issued_at)
+    assert then.code == 0, then.out
+
+
+def test_through_stripe_a_mid_period_price_and_a_duplicate_push_are_flagged(
+    stripe_world: StripeWorld, run_cli: RunCLI
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    from adapters.stripe.outbound.catalog import METER_EVENT_NAME, push_prices
+    from adapters.stripe.outbound.usage import meter_timestamp
+
+    # A new price from 15 July, recorded during the period: Stripe keeps billing the
+    # subscription's price for every day (the adapter cannot swap it mid-period).
+    r = run_cli(
+        "rates", "set", "beta", "--per-call", "0.0150", "--currency", "USD",
+        "--effective-from", "2026-07-15", "--reason", "index",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    push_prices(stripe_world.outbox())
+    # A day's usage sent twice: a second meter event beside the pushed one, recorded.
+    # A day's usage sent twice: after the adapter pushed it, someone resends it by
+    # hand (its own identifier), and records it, while the invoice is a draft.
+    day = date(2026, 7, 4)
+
+    def resend() -> None:
+        customer = stripe_world.ledger.entity("beta").stripe_customer_id
+        stripe_world.client.v1.billing.meter_events.create(
+            {
+                "event_name": METER_EVENT_NAME,
+                "identifier": "manual-resend-0704",
+                "timestamp": meter_timestamp(day, ZoneInfo(ZONE)),
+                "payload": {"stripe_customer_id": customer, "value": "23"},
+            }
+        )
+        stripe_world.ledger.report_usage(
+            "beta", day, 23, "manual-resend-0704", stripe_world.ledger.clock(),
+            Source("admin", "manual-resend", "ana"),
+        )  # fmt: skip
+
+    number = stripe_world.bill_july(before_finalizing=resend)
+    doc = explain_json(run_cli, number)
+    assert codes(doc) == {"RATE_MISMATCH", "DUPLICATE_PUSH", "USAGE_VS_CALLS_THEN"}
+    mismatch = next(f for f in doc["flags"] if f["code"] == "RATE_MISMATCH")
+    assert mismatch["days"][0] == "2026-07-15"
+    assert mismatch["days"][-1] == "2026-07-31"
+    dup = next(f for f in doc["flags"] if f["code"] == "DUPLICATE_PUSH")
+    assert dup["days"] == ["2026-07-04"]
+    assert "manual-resend-0704" in dup["message"]
