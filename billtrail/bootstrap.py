@@ -8,7 +8,8 @@ import hashlib
 import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,14 +21,21 @@ from ledger.application import utc_now
 if TYPE_CHECKING:
     import stripe
 
+    from scheduler.mailer import SmtpMailer
+    from scheduler.runner import Jobs
+    from scheduler.webhooks import WebhookSender
+
 __all__ = [
     "Clock",
     "checkpoint_file",
     "eventsourcing_env",
     "ledger",
+    "mailer",
+    "scheduler_jobs",
     "seal_key",
     "stripe_client",
     "utc_now",
+    "webhook_sender",
 ]
 
 Clock = Callable[[], datetime]
@@ -85,7 +93,37 @@ def ledger(settings: Settings, clock: Clock = utc_now) -> Ledger:
     db = settings.database
     if db.backend == "sqlite" and db.path is not None:
         db.path.parent.mkdir(parents=True, exist_ok=True)
-    return Ledger(eventsourcing_env(db), seal_key=seal_key(settings), clock=clock)
+    key = seal_key(settings)
+    with _creating_tables(db):
+        return Ledger(eventsourcing_env(db), seal_key=key, clock=clock)
+
+
+@contextmanager
+def _creating_tables(db: DatabaseURL) -> Iterator[None]:
+    """On PostgreSQL, one process at a time creates (or checks) the ledger's tables:
+    the library runs CREATE OR REPLACE FUNCTION on every start, and two processes
+    starting together (a scheduler beside another, web workers) fail with "tuple
+    concurrently updated". A session advisory lock on its own connection, per
+    schema; it ends with the connection."""
+    if db.backend != "postgres":
+        yield
+        return
+    import psycopg
+
+    digest = hashlib.sha256(f"billtrail-create-tables/{db.schema}".encode()).digest()
+    with psycopg.connect(
+        host=db.host,
+        port=db.port,
+        user=db.user,
+        password=db.password or None,
+        dbname=db.dbname,
+        autocommit=True,
+        connect_timeout=30,
+    ) as conn:
+        conn.execute(
+            "SELECT pg_advisory_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),)
+        )
+        yield
 
 
 def checkpoint_file(settings: Settings) -> Path:
@@ -101,3 +139,46 @@ def stripe_client(settings: Settings) -> stripe.StripeClient:
     from adapters.stripe.client import make_client
 
     return make_client(settings.stripe_api_key, settings.stripe_api_base)
+
+
+def mailer(settings: Settings) -> SmtpMailer | None:
+    """The mailer for BILLTRAIL_SMTP_URL; None when it is not set (email notices then
+    wait in the outbox). A URL it cannot use raises SettingsError naming it."""
+    from scheduler.mailer import SmtpMailer, SmtpURL
+
+    if settings.smtp_url is None:
+        return None
+    return SmtpMailer(SmtpURL.parse(settings.smtp_url))
+
+
+def webhook_sender(settings: Settings) -> WebhookSender:
+    """Customer webhooks, signed with secrets derived from BILLTRAIL_SECRET_KEY."""
+    from scheduler.webhooks import WebhookSender
+
+    return WebhookSender(settings.secret_key)
+
+
+def scheduler_jobs(settings: Settings, clock: Clock = utc_now) -> Jobs:
+    """The scheduler's jobs on a new ledger (close it with `jobs.ledger.close()`).
+    The settings are checked before the database is opened. The usage push and the
+    Stripe reconcile are not wired yet: their jobs are left out until they are."""
+    from projections.invoices import InvoicesProjection
+    from projections.runner import Runner
+    from scheduler.outbox import Deliverer
+    from scheduler.runner import Jobs, Schedule
+
+    mail = mailer(settings)
+    webhooks = webhook_sender(settings)
+    app = ledger(settings, clock)
+    try:
+        projections = Runner(app, [InvoicesProjection()])
+        return Jobs(
+            app,
+            projections,
+            Deliverer(app, mail, webhooks),
+            Schedule(settings.timezone, sweep_at=settings.sweep_at),
+            settings.admin_emails,
+        )
+    except BaseException:
+        app.close()
+        raise

@@ -5,14 +5,17 @@ the network; `bootstrap` turns them into concrete pieces."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_VAR_DIR = Path("var")
 SANDBOX_API_KEY = "sk_test_billtrail_sandbox"
+_EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
 
 
 class SettingsError(ValueError):
@@ -84,6 +87,11 @@ class Settings:
     stripe_webhook_secrets: tuple[str, ...]
     smtp_url: str | None
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Who is emailed of every invoice that becomes past due (until the portal's
+    # users with the admin role take this over).
+    admin_emails: tuple[str, ...] = ()
+    # The local time (in `timezone`) of the daily past-due sweep.
+    sweep_at: time = time(6, 0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -101,6 +109,21 @@ class Settings:
         secrets = tuple(
             s.strip() for s in (env.get("STRIPE_WEBHOOK_SECRET") or "").split(",") if s.strip()
         )
+        admin_emails = tuple(
+            a.strip() for a in (env.get("BILLTRAIL_ADMIN_EMAILS") or "").split(",") if a.strip()
+        )
+        for address in admin_emails:
+            if not _EMAIL.fullmatch(address):
+                raise SettingsError(f"BILLTRAIL_ADMIN_EMAILS: not an email address: {address!r}")
+        sweep_text = env.get("BILLTRAIL_SWEEP_AT") or "06:00"
+        try:
+            sweep_at = time.fromisoformat(sweep_text)
+            if sweep_at.tzinfo is not None:
+                raise ValueError("the zone is BILLTRAIL_TIMEZONE's")
+        except ValueError:
+            raise SettingsError(
+                f"BILLTRAIL_SWEEP_AT: expected a local time like 06:00, got {sweep_text!r}"
+            ) from None
         return cls(
             database_url=database_url,
             database=DatabaseURL.parse(database_url),
@@ -114,4 +137,6 @@ class Settings:
             stripe_webhook_secrets=secrets,
             smtp_url=env.get("BILLTRAIL_SMTP_URL") or None,
             env=env,
+            admin_emails=admin_emails,
+            sweep_at=sweep_at,
         )

@@ -61,6 +61,7 @@ def _register_commands() -> None:
         ledger_commands,
         projections,
         sandbox,
+        scheduler,
         stripe_commands,
         stripe_sync,
     )

@@ -76,7 +76,7 @@ def _missing_notification(notification_id: UUID) -> NotFound:
     return NotFound(f"no notification {notification_id}")
 
 
-class OutboxTail:
+class NotificationOutbox:
     """Follows the log and keeps the notices still to deliver with when each is
     due, so a long-running deliverer reads only what is new after its first pass."""
 
@@ -206,8 +206,8 @@ class NotificationCommands(EntityCommands):
 
     # The outbox ------------------------------------------------------------------------
 
-    def outbox(self) -> OutboxTail:
-        return OutboxTail(self)
+    def notification_outbox(self) -> NotificationOutbox:
+        return NotificationOutbox(self)
 
     def notification(self, notification_id: UUID) -> Notification:
         return self.load(

@@ -34,7 +34,7 @@ def queued(ledger: Ledger, issue: Issue, acme: str) -> list[UUID]:
 
 
 def due(ledger: Ledger, clock: Any) -> list[UUID]:
-    return [d.notification_id for d in ledger.outbox().due(clock())]
+    return [d.notification_id for d in ledger.notification_outbox().due(clock())]
 
 
 def kinds(ledger: Ledger, notification_id: UUID) -> list[str]:
@@ -170,7 +170,7 @@ def test_a_notice_whose_invoice_was_paid_meanwhile_is_withdrawn_not_sent(
 def test_the_tail_follows_only_what_is_new(
     ledger: Ledger, queued: list[UUID], clock: Any, issue: Issue
 ) -> None:
-    outbox = ledger.outbox()
+    outbox = ledger.notification_outbox()
     assert [d.notification_id for d in outbox.due(clock())] == queued
     position = outbox.position
     more = ledger.sweep_past_due(

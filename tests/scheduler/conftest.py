@@ -1,0 +1,371 @@
+"""Fixtures for the scheduler's tests: real servers on loopback, a ledger whose
+clock only moves when a test moves it, and the scheduler's jobs wired by
+`bootstrap.scheduler_jobs` as `billtrail scheduler` wires them.
+
+- `smtp`: an aiosmtpd server that requires a login (`smtp.url`), records every
+  message it accepts, and can be told to refuse them (`smtp.refuse = "451 ..."`).
+- `smtps`: the same over TLS from the first byte, with the self-signed certificate
+  in `tls/` (valid until 2126), trusted through SSL_CERT_FILE.
+- `hooks`: an HTTP server that records every POST and checks its
+  Billtrail-Signature with the secret the customer would be given; it can be told
+  to answer with an error status (`hooks.status = 500`).
+- `world`: entities told by email (`acme`), by webhook (`hooked`) and not at all
+  (`quiet`), and `world.issue(...)` to record an open invoice.
+- `make_jobs()`: the scheduler's jobs on the test's database (one per "process").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import hashlib
+import hmac
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from billtrail import bootstrap
+from billtrail.settings import Settings
+from ledger.app import Ledger
+from ledger.invoices.application import InvoiceSnapshot
+from ledger.invoices.domain import Totals
+from ledger.sources import Source
+from ledger.values import Line, Period
+from scheduler.runner import Jobs
+from scheduler.webhooks import entity_webhook_secret
+
+SEAL_KEY = "scheduler-tests-seal-key-0123456789abcdef"
+SECRET_KEY = "scheduler-tests-secret-key-0123456789abcdef"
+SMTP_USER, SMTP_PASSWORD = "billtrail", "s3cret:pass@word"
+ADMINS = ("ops@billtrail.test", "boss@billtrail.test")
+TLS_DIR = Path(__file__).parent / "tls"
+D = Decimal
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll `condition` until true; fail after `timeout` seconds (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(0.01)
+
+
+# SMTP ------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    message: Message
+
+    @property
+    def message_id(self) -> str:
+        return str(self.message["Message-ID"])
+
+    @property
+    def body(self) -> str:
+        part = self.message.get_payload(decode=True)
+        assert isinstance(part, bytes)
+        return part.decode()
+
+
+class SmtpHandler:
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.refuse: str | None = None  # e.g. "451 4.3.0 try again later"
+        self.lock = threading.Lock()
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.refuse:
+            return self.refuse
+        message = email.message_from_bytes(envelope.content)
+        with self.lock:
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
+            n = len(self.received)
+        return f"250 2.0.0 Ok: queued as Q{n}"
+
+    def message_ids(self) -> list[str]:
+        with self.lock:
+            return [r.message_id for r in self.received]
+
+
+def _authenticate(
+    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+        SMTP_USER.encode(),
+        SMTP_PASSWORD.encode(),
+    )
+    # handled=False: aiosmtpd answers 535 itself (with the default it would stay silent).
+    return AuthResult(success=ok, handled=False)
+
+
+class LoopbackController(Controller):
+    """aiosmtpd's controller on a socket bound beforehand to a free loopback port,
+    so parallel tests never race for a port number."""
+
+    def __init__(self, handler: SmtpHandler, **kwargs: Any) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        port = self.sock.getsockname()[1]
+        super().__init__(
+            handler,
+            hostname="127.0.0.1",
+            port=port,
+            loop=asyncio.new_event_loop(),
+            authenticator=_authenticate,
+            auth_require_tls=False,
+            **kwargs,
+        )
+
+    def _create_server(self) -> Any:
+        return self.loop.create_server(self._factory_invoker, sock=self.sock, ssl=self.ssl_context)
+
+
+@dataclass
+class SmtpServer:
+    handler: SmtpHandler
+    url: str
+
+    @property
+    def received(self) -> list[Received]:
+        return self.handler.received
+
+    @property
+    def refuse(self) -> str | None:
+        return self.handler.refuse
+
+    @refuse.setter
+    def refuse(self, reply: str | None) -> None:
+        self.handler.refuse = reply
+
+
+def _server(handler: SmtpHandler, scheme: str, **kwargs: Any) -> Iterator[SmtpServer]:
+    controller = LoopbackController(handler, **kwargs)
+    controller.start()
+    try:
+        user, password = quote(SMTP_USER, safe=""), quote(SMTP_PASSWORD, safe="")
+        url = (
+            f"{scheme}://{user}:{password}@127.0.0.1:{controller.port}?from=billing@billtrail.test"
+        )
+        yield SmtpServer(handler, url)
+    finally:
+        controller.stop()
+        controller.loop.close()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    yield from _server(SmtpHandler(), "smtp")
+
+
+@pytest.fixture
+def smtps(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(TLS_DIR / "cert.pem", TLS_DIR / "key.pem")
+    # The mailer verifies certificates against the default CA bundle: this one.
+    monkeypatch.setenv("SSL_CERT_FILE", str(TLS_DIR / "cert.pem"))
+    yield from _server(SmtpHandler(), "smtps", ssl_context=context)
+
+
+# Webhooks --------------------------------------------------------------------------
+
+
+@dataclass
+class Hook:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    verified: bool
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+
+@dataclass
+class HookReceiver:
+    url: str
+    secret: str = ""  # the customer's secret, as `billtrail notifications webhook-secret` gives it
+    status: int = 200
+    received: list[Hook] = field(default_factory=list)
+
+    def verify(self, header: str, body: bytes) -> bool:
+        """What the customer does with Billtrail-Signature (as documented)."""
+        try:
+            fields = dict(part.split("=", 1) for part in header.split(","))
+            t = int(fields["t"])
+        except (ValueError, KeyError):
+            return False
+        expected = hmac.new(self.secret.encode(), f"{t}.".encode() + body, hashlib.sha256)
+        fresh = abs(time.time() - t) < 300
+        return fresh and hmac.compare_digest(expected.hexdigest(), fields.get("v1", ""))
+
+
+@pytest.fixture
+def hooks() -> Iterator[HookReceiver]:
+    receiver: HookReceiver
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            signature = self.headers.get("Billtrail-Signature", "")
+            receiver.received.append(
+                Hook(self.path, dict(self.headers), body, receiver.verify(signature, body))
+            )
+            self.send_response(receiver.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # quiet: the test reads what was received
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver = HookReceiver(f"http://127.0.0.1:{server.server_address[1]}/billtrail")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+# The ledger and the world ------------------------------------------------------------
+
+
+class ManualClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+TODAY = date(2026, 2, 20)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    # 10:00 in Paris on TODAY: after the 06:00 sweep time.
+    return ManualClock(datetime(2026, 2, 20, 9, 0, tzinfo=UTC))
+
+
+def settings_env(database_url: str, var_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        "BILLTRAIL_DATABASE_URL": database_url,
+        "BILLTRAIL_SEAL_KEY": SEAL_KEY,
+        "BILLTRAIL_SECRET_KEY": SECRET_KEY,
+        "BILLTRAIL_VAR_DIR": str(var_dir),
+        "BILLTRAIL_TIMEZONE": "Europe/Paris",
+        "BILLTRAIL_ADMIN_EMAILS": ",".join(ADMINS),
+        **extra,
+    }
+
+
+MakeJobs = Callable[..., Jobs]
+
+
+@pytest.fixture
+def make_jobs(
+    database_url: str, tmp_path: Path, clock: ManualClock, smtp: SmtpServer
+) -> Iterator[MakeJobs]:
+    """`make_jobs(**env)`: the jobs a new scheduler process would run (its own
+    ledger, outbox follower and projections runner), with SMTP on `smtp`."""
+    made: list[Jobs] = []
+
+    def make(**env: str) -> Jobs:
+        values = settings_env(database_url, tmp_path / "var", BILLTRAIL_SMTP_URL=smtp.url)
+        values.update(env)
+        jobs = bootstrap.scheduler_jobs(Settings.from_env(values), clock=clock)
+        made.append(jobs)
+        return jobs
+
+    yield make
+    for jobs in made:
+        jobs.ledger.close()
+
+
+@pytest.fixture
+def jobs(make_jobs: MakeJobs) -> Jobs:
+    return make_jobs()
+
+
+ADMIN = Source("admin", "admin-1", actor="alice@example.com")
+PERIOD = Period(date(2026, 1, 1), date(2026, 2, 1))
+LINES = [Line("il_1", "fee", "Monthly minimum", D("1"), D("50.00"), D("50.00"))]
+TOTALS = Totals(subtotal=D("50.00"), tax=D("10.00"), total=D("60.00"))
+
+
+@dataclass
+class World:
+    ledger: Ledger
+    count: int = 0
+
+    def issue(self, stripe_id: str, entity_id: str, due: date, status: str = "open") -> str:
+        """An invoice issued 14 days before `due`, as the Stripe adapter records it."""
+        self.count += 1
+        self.ledger.observe_invoice(
+            InvoiceSnapshot(
+                stripe_id=stripe_id,
+                entity_id=entity_id,
+                currency="eur",
+                period=PERIOD,
+                status=status,
+                lines=LINES,
+                totals=TOTALS,
+                number=f"{entity_id.upper()}-{self.count:04d}",
+                issue_date=due - timedelta(days=14),
+                due_date=due,
+                amount_paid=TOTALS.total if status == "paid" else D(0),
+            ),
+            Source("stripe_event", f"evt_{stripe_id}_{status}"),
+        )
+        return stripe_id
+
+
+def populate(ledger: Ledger, hook_url: str) -> World:
+    ledger.register_entity("Acme", "company", ADMIN, emails=["billing@acme.test", "cfo@acme.test"])
+    ledger.register_entity("Hooked", "organization", ADMIN, emails=["ops@hooked.test"])
+    ledger.change_notification_preferences(
+        "hooked", {"invoice_past_due": "webhook"}, ADMIN, webhook_url=hook_url
+    )
+    ledger.register_entity("Quiet", "company", ADMIN, emails=["q@quiet.test"])
+    ledger.change_notification_preferences("quiet", {"invoice_past_due": "none"}, ADMIN)
+    return World(ledger)
+
+
+@pytest.fixture
+def world(jobs: Jobs, hooks: HookReceiver) -> World:
+    hooks.secret = entity_webhook_secret(SECRET_KEY, "hooked")
+    return populate(jobs.ledger, hooks.url)
