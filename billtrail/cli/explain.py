@@ -26,7 +26,6 @@ from ledger.explain.domain import (
     calls,
     money,
     number_text,
-    spans,
     unit,
 )
 from ledger.sources import Source
@@ -151,7 +150,7 @@ def _days(x: Explanation) -> Iterator[str]:
     yield f"  {'Day':<26}{'Calls':>9}{'Late':>7}{'Dupl.':>7}{'Pushed':>9}  Rate per call"
     for run in _runs(x.days):
         d = run[0]
-        label = str(d.day) if len(run) == 1 else f"{spans([run[0].day, run[-1].day])} (each)"
+        label = str(d.day) if len(run) == 1 else f"{run[0].day} to {run[-1].day} (each)"
         rate = (
             f"{unit(d.rate.unit_price, cur)} (v{d.rate.version})"
             if d.rate

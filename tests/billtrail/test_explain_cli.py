@@ -263,6 +263,30 @@ def test_a_credit_note_is_listed_with_the_total_after_it(run_cli: RunCLI, world:
     assert doc["net_total"] == "20.37"
 
 
+def test_runs_of_identical_days_are_one_row_of_the_statement(
+    run_cli: RunCLI, ledger: Ledger, tmp_path: Path
+) -> None:
+    r = run_cli(
+        "entities", "add", "Acme Corp", "--kind", "company", "--id", "acme",
+        "--timezone", "Europe/Paris",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    r = run_cli(
+        "rates", "set", "acme", "--per-call", "0.0125", "--currency", "EUR",
+        "--effective-from", "2026-01-01",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    import_calls(run_cli, tmp_path, {date(2026, 1, 1): 5, date(2026, 1, 2): 5}, "a")
+    push_all(ledger)
+    stripe_invoice(ledger)
+    r = run_cli("explain", "ACME-0001")
+    assert r.code == 0, r.out
+    rows = [line for line in r.out.splitlines() if line.startswith("  2026-01-0")]
+    assert rows[0].startswith("  2026-01-01 to 2026-01-02 (each)")
+    assert rows[1].startswith("  2026-01-03 to 2026-01-07 (each)")
+    assert " 0 " in rows[1]
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -4,6 +4,7 @@ of the issue instant gives the answer that was right then."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -11,10 +12,12 @@ import pytest
 
 from ledger.errors import NotRecordedYet, UnknownInvoice
 from ledger.explain.application import explain
-from ledger.explain.domain import FlagCode
-from ledger.values import Period
+from ledger.explain.domain import DayUsage, Explanation, FlagCode, build_explanation, spans
+from ledger.invoices.domain import Invoice
+from ledger.money import Money, line_amount
+from ledger.values import Line, Period
 
-from .conftest import ADMIN, PERIOD, RATE, World
+from .conftest import ADMIN, PERIOD, RATE, World, with_tax
 
 D = Decimal
 
@@ -282,3 +285,92 @@ def test_numbers_are_matched_whole_even_with_quotes_and_accents(world: World) ->
     assert explain(world.ledger, " ACME-1 ").invoice.stripe_id == "in_2"
     with pytest.raises(UnknownInvoice):
         explain(world.ledger, "ACME")
+
+
+def two_price_lines(world: World, second_price: Decimal) -> list[Line]:
+    """Two usage lines over the same period, one per price, the calls split at the
+    day the second price starts (how Stripe bills a price swapped mid-period)."""
+    days = PERIOD.days()
+    first = sum(world.ledger.usage("acme", d).calls for d in days[:5])  # type: ignore[union-attr]
+    second = sum(world.ledger.usage("acme", d).calls for d in days[5:])  # type: ignore[union-attr]
+    lines = [
+        Line("il_u1", "usage", "Calls (v1)", D(first), RATE, D(0), "p1", PERIOD),
+        Line("il_u2", "usage", "Calls (v2)", D(second), second_price, D(0), "p2", PERIOD),
+    ]
+    return [
+        replace(x, amount=line_amount(x.quantity, Money(x.unit_amount or D(0), "usd")).amount)
+        for x in lines
+    ]
+
+
+def test_lines_per_price_over_the_same_days_are_checked_together(world: World) -> None:
+    world.ledger.set_rate("acme", D("0.02"), "usd", PERIOD.days()[5], "rise", ADMIN)
+    world.calls_every_day()
+    world.push_all()
+    world.clock.advance(days=20)
+    world.issue(lines=with_tax(two_price_lines(world, D("0.02")), "usd"))
+    assert explain(world.ledger, "in_1").ok
+
+
+def test_lines_per_price_that_cost_other_than_the_contract_are_a_rate_mismatch(
+    world: World,
+) -> None:
+    world.ledger.set_rate("acme", D("0.02"), "usd", PERIOD.days()[5], "rise", ADMIN)
+    world.calls_every_day()
+    world.push_all()
+    world.clock.advance(days=20)
+    world.issue(lines=with_tax(two_price_lines(world, D("0.03")), "usd"))
+    x = explain(world.ledger, "in_1")
+    assert x.codes == {FlagCode.RATE_MISMATCH}
+    assert x.flags[0].line_id is None
+    assert "Lines 'Calls (v1)', 'Calls (v2)'" in x.flags[0].message
+
+
+def test_a_subtotal_that_is_not_the_sum_of_the_lines_is_a_total_mismatch(billed: World) -> None:
+    x = explain(billed.ledger, "in_1")
+    invoice = billed.ledger.invoice("in_1")
+    invoice.subtotal += D("1.00")
+    invoice.total += D("1.00")
+    y = rebuilt(billed, invoice, x.as_of)
+    assert y.codes == {FlagCode.TOTAL_MISMATCH}
+    assert "lines before tax add up to" in y.flags[0].message
+
+
+def test_credits_beyond_the_total_are_flagged(billed: World) -> None:
+    # The ledger refuses to record such a credit note; the check stands guard for
+    # a log that says otherwise.
+    snap = billed.issue()
+    billed.credit(snap, D("1.00"), "goodwill")
+    invoice = billed.ledger.invoice("in_1")
+    note = invoice.credit_notes["cn_1"]
+    invoice.credit_notes["cn_1"] = replace(note, amount=invoice.total + 1)
+    y = rebuilt(billed, invoice, billed.clock.now)
+    assert y.codes == {FlagCode.CREDITS_EXCEED_TOTAL}
+
+
+def rebuilt(world: World, invoice: Invoice, at: datetime) -> Explanation:
+    """build_explanation over an invoice state the ledger would not record."""
+    events = world.ledger.history(invoice.id)
+    entity = world.ledger.entity("acme")
+    rate = world.ledger.rate("acme")
+    usage = [
+        DayUsage(d, world.ledger.usage("acme", d), world.ledger.usage("acme", d))
+        for d in PERIOD.days()
+    ]
+    return build_explanation(
+        as_of=at,
+        invoice=invoice,
+        invoice_events=events,
+        entity=entity,
+        usage=usage,
+        rate_at_issue=rate,
+        rate_as_of=rate,
+    )
+
+
+def test_days_are_spelled_as_runs() -> None:
+    d = PERIOD.days()
+    assert spans([d[0], d[1], d[2], d[5], d[7], d[8]]) == (
+        "2026-01-01 to 2026-01-03, 2026-01-06, 2026-01-08 to 2026-01-09"
+    )
+    assert spans([]) == "no day"
