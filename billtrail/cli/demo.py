@@ -27,9 +27,12 @@ def stripe_for_demo(settings: Settings, directory: Path) -> Iterator[tuple[objec
     from adapters.stripe.client import close_client, make_client
 
     if settings.stripe_api_base:
+        where = f"Stripe: {settings.stripe_api_base} (STRIPE_API_BASE)"
+        if _reset_sandbox(settings.stripe_api_base):
+            where += ", a sandbox, reset first: the world is built from scratch"
         client = make_client(settings.stripe_api_key, settings.stripe_api_base)
         try:
-            yield client, f"Stripe: {settings.stripe_api_base} (STRIPE_API_BASE)"
+            yield client, where
         finally:
             close_client(client)
         return
@@ -47,6 +50,21 @@ def stripe_for_demo(settings: Settings, directory: Path) -> Iterator[tuple[objec
         running.stop()
 
 
+def _reset_sandbox(base: str) -> bool:
+    """Empty the sandbox at `base` (True), or leave alone what is not one (False):
+    the demo builds its world from scratch, in Stripe as in its database, or the
+    invoices of earlier runs (same entity ids) would come back through `sync`."""
+    import urllib.error
+
+    from adapters.stripe.sandbox import SandboxControl, SandboxControlError
+
+    try:
+        SandboxControl(base).reset()
+    except (SandboxControlError, urllib.error.URLError, ValueError):
+        return False
+    return True
+
+
 @cli.command("demo")
 @click.option(
     "--dir",
@@ -61,7 +79,8 @@ def stripe_for_demo(settings: Settings, directory: Path) -> Iterator[tuple[objec
 @user_errors(LedgerError)
 def demo(directory: Path, seed: int, port: int, no_serve: bool) -> None:
     """Build a realistic quarter of billing in DIR/billtrail.db, from scratch, with
-    Stripe (the sandbox in process, or STRIPE_API_BASE when set) billing it."""
+    Stripe (the sandbox in process, or STRIPE_API_BASE when set: a sandbox there is
+    reset first) billing it."""
     from billtrail.demo import STORY_STARTS, SimulatedClock, build_world
 
     directory.mkdir(parents=True, exist_ok=True)

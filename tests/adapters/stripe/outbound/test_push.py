@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from adapters.stripe.outbound.catalog import push_prices
+from adapters.stripe.outbound.catalog import METER_KEY, ensure_meter, push_prices
 from adapters.stripe.outbound.customers import push_customers
 from adapters.stripe.outbound.outbox import Outbox
 from adapters.stripe.outbound.push import push_all
@@ -169,3 +169,20 @@ def test_a_scheduler_run_links_every_price_of_a_rate(world: World) -> None:
     beta = world.ledger.rate("beta")
     assert beta.fees["platform"].stripe_price_id is not None
     assert beta.versions[0].stripe_price_id is not None
+
+
+def test_a_meter_stripe_already_has_is_adopted_not_made_twice(world: World) -> None:
+    # Stripe keeps one meter per event name; one made before this ledger existed
+    # (another installation, a ledger rebuilt) is found and used.
+    made = world.client.v1.billing.meters.create(
+        {
+            "display_name": "Calls handled",
+            "event_name": "billtrail_calls",
+            "default_aggregation": {"formula": "sum"},
+        }
+    )
+    assert ensure_meter(world.outbox()) == made.id
+    request = world.ledger.stripe_request(METER_KEY)
+    assert request is not None
+    assert (request.answered, request.object_id) == (True, made.id)
+    assert len(world.client.v1.billing.meters.list().data) == 1
