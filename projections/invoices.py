@@ -434,11 +434,19 @@ def _where(
                 "WHERE proj_invoice_entity_names_fts MATCH ?))"
             )
             params.extend([phrase, phrase])
-        else:
-            like = "LIKE" if backend == SQLITE else "ILIKE"
+        elif backend == SQLITE:
             conds.append(
-                f"(i.number {like} ? ESCAPE '\\' OR i.entity_id IN (SELECT entity_id FROM "
-                f"{{p}}proj_invoice_entity_names WHERE name {like} ? ESCAPE '\\'))"
+                "(i.number LIKE ? ESCAPE '\\' OR i.entity_id IN (SELECT entity_id FROM "
+                "proj_invoice_entity_names WHERE name LIKE ? ESCAPE '\\'))"
+            )
+            params.extend([f"%{_like_escape(text)}%"] * 2)
+        else:
+            # `= ANY(ARRAY(subquery))` is computed once, before the scan, so the
+            # planner can OR the number's trigram index with the entity index; an
+            # `IN (subquery)` in an OR is a per-row filter over the whole table.
+            conds.append(
+                "(i.number ILIKE ? OR i.entity_id = ANY(ARRAY(SELECT entity_id FROM "
+                "{p}proj_invoice_entity_names WHERE name ILIKE ?)))"
             )
             params.extend([f"%{_like_escape(text)}%"] * 2)
     return conds, params
@@ -514,14 +522,20 @@ def _list_sql(
             conds.append(f"i.{column} >= ? AND (i.{column} > ? OR i.seq > ?)")
         params += [value, value, seq]
     direction = "DESC" if q.descending else "ASC"
-    status = "h.status" if q.as_of else "i.status"
+    order = f" ORDER BY i.{column} {direction}, i.seq {direction}"
+    where = f" WHERE {' AND '.join(conds)}" if conds else ""
     cols = ", ".join(f"i.{c}" for c, _ in _ROW_COLS)
-    sql = (
-        f"SELECT i.seq, i.{column}, {cols}, {status} FROM {source}"
-        + (f" WHERE {' AND '.join(conds)}" if conds else "")
-        + f" ORDER BY i.{column} {direction}, i.seq {direction} LIMIT ?"
-    )
     params.append(limit + 1)
+    if q.as_of:
+        sql = f"SELECT i.seq, i.{column}, {cols}, h.status FROM {source}{where}{order} LIMIT ?"
+        return sql, params, column, type_
+    # Find the page's rows in the indexes alone, then read just those rows: a sort
+    # of a few thousand matches then carries keys, not whole rows fetched one by
+    # one (the planners fetch every candidate row before a top-N sort).
+    sql = (
+        f"SELECT i.seq, i.{column}, {cols}, i.status FROM {{p}}proj_invoices i "
+        f"WHERE i.seq IN (SELECT i.seq FROM {source}{where}{order} LIMIT ?){order}"
+    )
     return sql, params, column, type_
 
 
