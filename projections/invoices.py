@@ -532,9 +532,12 @@ def _list_sql(
     # Find the page's rows in the indexes alone, then read just those rows: a sort
     # of a few thousand matches then carries keys, not whole rows fetched one by
     # one (the planners fetch every candidate row before a top-N sort).
+    r_cols = ", ".join(f"r.{c}" for c, _ in _ROW_COLS)
     sql = (
-        f"SELECT i.seq, i.{column}, {cols}, i.status FROM {{p}}proj_invoices i "
-        f"WHERE i.seq IN (SELECT i.seq FROM {source}{where}{order} LIMIT ?){order}"
+        f"SELECT r.seq, r.{column}, {r_cols}, r.status "
+        f"FROM (SELECT i.seq FROM {source}{where}{order} LIMIT ?) AS k "
+        f"JOIN {{p}}proj_invoices r ON r.seq = k.seq "
+        f"ORDER BY r.{column} {direction}, r.seq {direction}"
     )
     return sql, params, column, type_
 
