@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import stripe
 
     from scheduler.mailer import SmtpMailer
-    from scheduler.runner import Jobs
+    from scheduler.runner import Jobs, Schedule
     from scheduler.webhooks import WebhookSender
 
 __all__ = [
@@ -160,8 +160,7 @@ def webhook_sender(settings: Settings) -> WebhookSender:
 
 def scheduler_jobs(settings: Settings, clock: Clock = utc_now) -> Jobs:
     """The scheduler's jobs on a new ledger (close it with `jobs.ledger.close()`).
-    The settings are checked before the database is opened. The usage push and the
-    Stripe reconcile are not wired yet: their jobs are left out until they are."""
+    The settings are checked before the database is opened."""
     from projections.invoices import InvoicesProjection
     from projections.runner import Runner
     from scheduler.outbox import Deliverer
@@ -172,13 +171,60 @@ def scheduler_jobs(settings: Settings, clock: Clock = utc_now) -> Jobs:
     app = ledger(settings, clock)
     try:
         projections = Runner(app, [InvoicesProjection()])
+        schedule = Schedule(settings.timezone, sweep_at=settings.sweep_at)
+        usage_push, reconcile = _stripe_jobs(settings, app, schedule)
         return Jobs(
             app,
             projections,
             Deliverer(app, mail, webhooks),
-            Schedule(settings.timezone, sweep_at=settings.sweep_at),
+            schedule,
             settings.admin_emails,
+            usage_push=usage_push,
+            reconcile=reconcile,
         )
     except BaseException:
         app.close()
         raise
+
+
+def _stripe_jobs(
+    settings: Settings, app: Ledger, schedule: Schedule
+) -> tuple[Callable[[], str], Callable[[], str]]:
+    """The scheduler's daily Stripe jobs, each on a Stripe client of its own for the
+    run (a client made once a day costs nothing; one kept open would need closing).
+    The usage push runs under a source of its own per run: what it already pushed
+    is known from the ledger's Stripe requests, not from the source. The reconcile
+    runs under one source per day, so a second run the same day records once."""
+    from ledger.sources import Source, SourceKind
+
+    def push_usage_job() -> str:
+        from adapters.stripe.client import close_client
+        from adapters.stripe.outbound.outbox import Outbox
+        from adapters.stripe.outbound.usage import push_usage
+
+        run = f"usage-push/{app.clock().isoformat()}/{os.getpid()}"
+        client = stripe_client(settings)
+        try:
+            report = push_usage(Outbox(app, client, Source(SourceKind.SCHEDULER_RUN, run)))
+        finally:
+            close_client(client)
+        return (
+            f"{len(report.pushed)} day(s) pushed, {report.up_to_date} up to date, "
+            f"{len(report.refused)} refused, {len(report.no_customer)} without a customer"
+        )
+
+    def reconcile_job() -> str:
+        from adapters.stripe.client import close_client
+        from adapters.stripe.reconcile import reconcile
+
+        day = app.clock().astimezone(schedule.timezone).date()
+        client = stripe_client(settings)
+        try:
+            report = reconcile(
+                app, Source(SourceKind.SCHEDULER_RUN, f"reconcile/{day}"), client=client
+            )
+        finally:
+            close_client(client)
+        return f"{len(report.figures)} invoice(s) checked, {len(report.findings)} finding(s)"
+
+    return push_usage_job, reconcile_job

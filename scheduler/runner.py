@@ -130,7 +130,13 @@ class Jobs:
         with elected(self.ledger, name) as mine:
             if not mine:
                 return None
-            result = job()
+            try:
+                result = job()
+            except Exception as exc:
+                # One line for the operator (Stripe down, the meter never pushed, ...);
+                # tomorrow's run picks up what this one did not do.
+                log.warning("%s failed: %s: %s", name, type(exc).__name__, exc)
+                return None
         log.info("%s: %s", name, result)
         return result
 
