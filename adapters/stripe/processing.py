@@ -113,6 +113,7 @@ def settle(
                 changed=changed,
                 observed_with=source.id,
                 detail=detail,
+                version=e.version,
             )
             for e in group
         ],

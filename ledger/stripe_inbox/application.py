@@ -47,6 +47,7 @@ class PendingStripeEvent:
     created: int
     position: int  # its notification id: the order billtrail received events in
     disposition: Disposition
+    version: int  # of its aggregate, as last seen: settling it appends the next
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ class Settlement:
     changed: bool = False
     observed_with: str = ""
     detail: str = ""
+    # The aggregate's version the decision was made on (from the inbox tail): lets
+    # the settlement be appended without loading the event, payload and all. None:
+    # load it and decide.
+    version: int | None = None
 
 
 _INBOX_TOPICS = topics_of(
@@ -103,13 +108,16 @@ class InboxTail:
                     event.created,
                     position,
                     Disposition.RECEIVED,
+                    event.originator_version,
                 )
             return
         found = self._pending.get(key)
         if found is None:
             return
         if isinstance(event, StripeEvent.Failed) and self.include_failed:
-            self._pending[key] = replace(found, disposition=Disposition.FAILED)
+            self._pending[key] = replace(
+                found, disposition=Disposition.FAILED, version=event.originator_version
+            )
         else:
             del self._pending[key]
 
@@ -171,6 +179,13 @@ class StripeInboxCommands(LedgerBase):
         already processed or ignored changes nothing. Returns how many changed."""
         if not settlements:
             return 0
+        if all(
+            s.version is not None and s.disposition is not Disposition.FAILED for s in settlements
+        ):
+            try:
+                return self._settle_known(settlements, source)
+            except IntegrityError:
+                pass  # settled meanwhile by another worker: load and decide below
         for _ in range(MAX_CONFLICT_RETRIES):
             at = self.clock()
             changed: list[StripeEvent] = []
@@ -186,6 +201,39 @@ class StripeInboxCommands(LedgerBase):
                 continue  # a concurrent settlement: reload and decide again
             return len(changed)
         raise ConcurrentChange("Stripe events kept changing while being settled; try again")
+
+    def _settle_known(self, settlements: Sequence[Settlement], source: Source) -> int:
+        """Append each settlement after the version it was decided on, without
+        loading the events (each carries its whole payload). The version is the
+        optimistic check: if anything was appended since, the save fails as a
+        whole and nothing is recorded. Only for events known to be received or
+        failed, from which processing and ignoring are always allowed."""
+        at = self.clock()
+        events: list[StripeEvent.Event] = []
+        for s in settlements:
+            assert s.version is not None
+            common: dict[str, Any] = {
+                "originator_id": StripeEvent.create_id(s.event_id),
+                "originator_version": s.version + 1,
+                "timestamp": at,
+                "source": source,
+            }
+            # The event classes' fields are made by the library's metaclass at run time.
+            if s.disposition is Disposition.PROCESSED:
+                processed: Any = StripeEvent.Processed
+                events.append(
+                    processed(
+                        invoice_id=s.invoice_id,
+                        changed=s.changed,
+                        observed_with=s.observed_with,
+                        **common,
+                    )
+                )
+            else:
+                ignored: Any = StripeEvent.Ignored
+                events.append(ignored(reason=s.detail, **common))
+        self.save(*events)
+        return len(events)
 
     # Queries -------------------------------------------------------------------------
 

@@ -128,6 +128,27 @@ def test_pending_events_are_followed_incrementally_and_settled_once(ledger: Ledg
     assert ledger.verify_seal().ok
 
 
+def test_settling_by_known_version_skips_loading_and_falls_back_on_a_conflict(
+    ledger: Ledger,
+) -> None:
+    ledger.receive_stripe_events([incoming("evt_1"), incoming("evt_2")])
+    first, second = ledger.pending_stripe_events()
+    assert (first.version, second.version) == (1, 1)
+    source = Source("stripe_event", "evt_2")
+    done = [
+        Settlement(p.event_id, Disposition.PROCESSED, "in_1", True, "evt_2", version=p.version)
+        for p in (first, second)
+    ]
+    # Another worker settles evt_1 first: the known-version save fails as a whole,
+    # and the loaded decision records only evt_2.
+    ledger.settle_stripe_events([done[0]], source)
+    assert ledger.settle_stripe_events(done, source) == 1
+    for event_id in ("evt_1", "evt_2"):
+        kinds = [type(e).__name__ for e in ledger.history(StripeEvent.create_id(event_id))]
+        assert kinds == ["Received", "Processed"]
+    assert ledger.verify_seal().ok
+
+
 def test_concurrent_receivers_store_each_event_once(ledger: Ledger) -> None:
     batch = [incoming(f"evt_{i}", f"in_{i % 3}") for i in range(30)]
     results: list[list[bool]] = []
