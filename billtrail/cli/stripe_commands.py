@@ -125,7 +125,7 @@ def usage_push(day: str | None, as_json: bool) -> None:
         click.echo(f"{entity_id} {later}: not over yet in its time zone; not pushed", err=True)
     for entity_id in report.no_customer:
         click.echo(f"{entity_id}: no Stripe customer yet (run `billtrail stripe push`)", err=True)
-    corrections = sum(1 for p in report.pushed if not p.identifier.endswith("/1"))
+    corrections = sum(1 for p in report.pushed if p.correction)
     calls = sum(p.quantity for p in report.pushed)
     summary = {
         "pushed": len(report.pushed),

@@ -67,6 +67,7 @@ class PushedDay:
     quantity: int
     identifier: str
     replayed: bool
+    correction: bool  # the day had been pushed before: this is the difference
 
 
 @dataclass
@@ -186,6 +187,9 @@ def _record(outbox: Outbox, answers: list[UsageAnswer], report: UsagePushReport)
         return
     outbox.ledger.record_usage_answers(answers, outbox.source)
     report.pushed.extend(
-        PushedDay(a.entity_id, a.day, a.quantity, a.identifier, a.replayed) for a in answers
+        PushedDay(
+            a.entity_id, a.day, a.quantity, a.identifier, a.replayed, not a.key.endswith("/1")
+        )
+        for a in answers
     )
     answers.clear()

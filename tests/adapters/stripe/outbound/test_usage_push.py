@@ -86,8 +86,8 @@ def test_calls_counted_after_the_push_go_as_a_correction(world: World) -> None:
     push_usage(world.outbox())
     world.calls("acme", date(2026, 7, 2), 4, prefix="late")
     report = push_usage(world.outbox("correction-run"))
-    assert [(p.entity_id, p.day, p.quantity) for p in report.pushed] == [
-        ("acme", date(2026, 7, 2), 4)
+    assert [(p.entity_id, p.day, p.quantity, p.correction) for p in report.pushed] == [
+        ("acme", date(2026, 7, 2), 4, True)
     ]
     usage = world.ledger.usage("acme", date(2026, 7, 2))
     assert usage is not None
