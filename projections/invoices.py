@@ -388,7 +388,10 @@ def _like_escape(text: str) -> str:
 
 
 def _where(
-    tx: Tx, q: InvoiceQuery, scan: frozenset[str] = frozenset()
+    tx: Tx,
+    q: InvoiceQuery,
+    scan: frozenset[str] = frozenset(),
+    search_keys: list[int] | None = None,
 ) -> tuple[list[str], list[Any]]:
     """The WHERE terms of `q`. Terms named in `scan` are written with SQLite's unary
     `+`, which keeps the planner from driving the query by their index (see
@@ -425,7 +428,10 @@ def _where(
         params.append(to_units(q.total_max))
     if q.search:
         text = " ".join(q.search.split())
-        if backend == SQLITE and len(text) >= 3:
+        if search_keys is not None:
+            conds.append("i.seq = ANY(?)")
+            params.append(search_keys)
+        elif backend == SQLITE and len(text) >= 3:
             # Trigram MATCH of the text as one phrase: a case-insensitive substring.
             phrase = '"' + text.replace('"', '""') + '"'
             conds.append(
@@ -503,12 +509,28 @@ def _plan_scan(tx: Tx, q: InvoiceQuery) -> frozenset[str]:
     return frozenset(scan)
 
 
+def _search_keys(tx: Tx, q: InvoiceQuery) -> list[int] | None:
+    """PostgreSQL: the invoices a search matches, when fewer than PROBE. Its planner
+    cannot estimate a trigram match and would rather read the whole date order
+    filtering each row; given the keys, it reads just those rows."""
+    if tx.backend != POSTGRES or not q.search:
+        return None
+    pattern = f"%{_like_escape(' '.join(q.search.split()))}%"
+    rows = tx.execute(
+        f"(SELECT seq FROM {{p}}proj_invoices WHERE number ILIKE ? LIMIT {PROBE}) UNION "
+        f"(SELECT seq FROM {{p}}proj_invoices WHERE entity_id = ANY(ARRAY(SELECT entity_id "
+        f"FROM {{p}}proj_invoice_entity_names WHERE name ILIKE ?)) LIMIT {PROBE})",
+        (pattern, pattern),
+    )
+    return [int(r[0]) for r in rows] if len(rows) < PROBE else None
+
+
 def _list_sql(
     tx: Tx, q: InvoiceQuery, limit: int, after: str | None
 ) -> tuple[str, list[Any], str, str]:
     column, type_ = _SORT_COLUMNS[q.sort]
     source, params = _from(tx, q)
-    conds, where_params = _where(tx, q, _plan_scan(tx, q))
+    conds, where_params = _where(tx, q, _plan_scan(tx, q), _search_keys(tx, q))
     params += where_params
     if after is not None:
         value, seq = _decode_cursor(after, q.sort)
