@@ -304,6 +304,10 @@ class InvalidQuery(ValueError):
 
 @dataclass(frozen=True)
 class InvoiceQuery:
+    """The list's filters. `status` with `as_of` is the status on that day; the other
+    fields (number, dates, total, entity name) are always the invoice's current ones.
+    `search` is a case-insensitive substring of the number or the entity's name."""
+
     entity_id: str | None = None
     status: str | None = None
     issued_from: date | None = None
