@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHES = ["calls_import", "explain"]
+BENCHES = ["calls_import", "explain", "webhooks"]
 
 
 def main() -> None:
