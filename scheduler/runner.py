@@ -3,15 +3,17 @@
 | job | when (BILLTRAIL_TIMEZONE) | does |
 |---|---|---|
 | past-due-sweep | daily at BILLTRAIL_SWEEP_AT (06:00) | the ledger's past-due sweep of the day |
-| outbox | every minute | delivers the notices due |
+| outbox | every minute | a sweep still owed (see below), then the notices due |
 | usage-push | daily at 01:00 | the Stripe usage push (when wired) |
 | reconcile | daily at 02:30 | the Stripe reconcile (when wired) |
 
 Each job is elected (scheduler.election) and then makes one call; what it does
 twice, or in two processes at once, it does once. On start the scheduler sweeps a
 day whose sweep it missed while it was down (the ledger records each swept day),
-then delivers what is due. APScheduler keeps its jobs in memory: what was missed is
-known from the ledger, never from the scheduler's own state."""
+then delivers what is due; the outbox job checks the same every minute, so a sweep
+missed while running (asleep past the sweep time, the database away) is not lost
+either. APScheduler keeps its jobs in memory: what was missed is known from the
+ledger, never from the scheduler's own state."""
 
 from __future__ import annotations
 
@@ -98,14 +100,16 @@ class Jobs:
         )
         return outcome
 
-    def catch_up_missed_sweep(self) -> SweepOutcome | None:
-        """The sweep of the latest scheduled day, if the ledger has no sweep of it."""
+    def sweep_if_owed(self) -> SweepOutcome | None:
+        """The sweep of the latest scheduled day, unless the ledger has it already
+        (one read). Run on start, at the sweep time and before every outbox pass, so
+        a sweep missed while the process was down, asleep past the sweep time, or
+        failing (the database away at 06:00) runs as soon as it can."""
         day = missed_sweep_day(
             self.ledger.last_past_due_sweep(), self.now_local(), self.schedule.sweep_at
         )
         if day is None:
             return None
-        log.info("past-due sweep %s was missed; running it now", day)
         return self.past_due_sweep(day)
 
     def deliver_outbox(self, *, wait: float = 0) -> DeliveryReport | None:
@@ -141,8 +145,9 @@ class Jobs:
         return result
 
     def start_up(self) -> None:
-        """What is owed on start: a missed sweep, then whatever is due for delivery."""
-        self.catch_up_missed_sweep()
+        """What is owed: a sweep missed, then whatever is due for delivery. On start,
+        and every minute."""
+        self.sweep_if_owed()
         self.deliver_outbox()
 
 
@@ -162,7 +167,7 @@ class SchedulerProcess:
         )
         self._daily(self._sweep_then_deliver, s.sweep_at, SWEEP)
         self.scheduler.add_job(
-            jobs.deliver_outbox,
+            jobs.start_up,
             IntervalTrigger(seconds=s.outbox_every.total_seconds(), timezone=s.timezone),
             id=OUTBOX,
             name=OUTBOX,
@@ -178,7 +183,7 @@ class SchedulerProcess:
         self.scheduler.add_job(job, trigger, id=name, name=name)
 
     def _sweep_then_deliver(self) -> None:
-        outcome = self.jobs.past_due_sweep()
+        outcome = self.jobs.sweep_if_owed()
         if outcome is not None and outcome.queued:
             # The notices just queued go out now rather than at the next minute.
             now = datetime.now(self.jobs.schedule.timezone)

@@ -21,7 +21,7 @@ from billtrail.cli import UsageFailure, cli, user_errors
 from billtrail.cli.ledger_commands import open_ledger, parse_date
 from billtrail.settings import Settings
 from ledger.errors import LedgerError
-from ledger.notifications.domain import Notification
+from ledger.notifications.domain import DeliveryStatus, Notification
 from scheduler.runner import Jobs, SchedulerProcess
 from scheduler.webhooks import entity_webhook_secret
 
@@ -30,11 +30,13 @@ MANUAL_WAIT = 60.0
 
 
 def _log_to_stderr() -> None:
+    """The jobs' one-line reports (and warnings) on stderr, as the process's log."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("billtrail scheduler: %(message)s"))
     for name in ("scheduler", "ledger", "projections"):
         logger = logging.getLogger(name)
-        logger.addHandler(handler)
+        if not logger.handlers:
+            logger.addHandler(handler)
         logger.setLevel(logging.INFO)
 
 
@@ -166,7 +168,7 @@ def notifications_list(ref: str | None, failed: bool, as_json: bool) -> None:
         else:
             notes = app.undeliverable_notifications()
         if failed:
-            notes = [n for n in notes if n.status.value == "gave_up"]
+            notes = [n for n in notes if n.status is DeliveryStatus.GAVE_UP]
         docs = [notification_document(n) for n in notes]
     if as_json:
         click.echo(json.dumps(docs, sort_keys=True))

@@ -9,9 +9,13 @@ clock only moves when a test moves it, and the scheduler's jobs wired by
 - `hooks`: an HTTP server that records every POST and checks its
   Billtrail-Signature with the secret the customer would be given; it can be told
   to answer with an error status (`hooks.status = 500`).
-- `world`: entities told by email (`acme`), by webhook (`hooked`) and not at all
-  (`quiet`), and `world.issue(...)` to record an open invoice.
-- `make_jobs()`: the scheduler's jobs on the test's database (one per "process").
+- `world` (or `new_world(ledger)` on another ledger): entities told by email
+  (`acme`), by webhook (`hooked`) and not at all (`quiet`), and `world.issue(...)`
+  to record an open invoice.
+- `scheduler_env(**more)`: the scheduler's settings for the test's database.
+- `make_jobs(**env)`: the scheduler's jobs on the test's database and clock (one
+  per "process").
+- `wait_until(condition, ...)`: wait on a condition with a deadline.
 """
 
 from __future__ import annotations
@@ -56,13 +60,22 @@ TLS_DIR = Path(__file__).parent / "tls"
 D = Decimal
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll `condition` until true; fail after `timeout` seconds (never a fixed sleep)."""
+WaitUntil = Callable[..., None]
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(0.01)
+
+
+@pytest.fixture
+def wait_until() -> WaitUntil:
+    """`wait_until(condition, timeout=30, what="...")`: poll until true, fail after the
+    deadline (never a fixed sleep)."""
+    return _wait_until
 
 
 # SMTP ------------------------------------------------------------------------------
@@ -281,33 +294,41 @@ def clock() -> ManualClock:
     return ManualClock(datetime(2026, 2, 20, 9, 0, tzinfo=UTC))
 
 
-def settings_env(database_url: str, var_dir: Path, **extra: str) -> dict[str, str]:
-    return {
-        "BILLTRAIL_DATABASE_URL": database_url,
-        "BILLTRAIL_SEAL_KEY": SEAL_KEY,
-        "BILLTRAIL_SECRET_KEY": SECRET_KEY,
-        "BILLTRAIL_VAR_DIR": str(var_dir),
-        "BILLTRAIL_TIMEZONE": "Europe/Paris",
-        "BILLTRAIL_ADMIN_EMAILS": ",".join(ADMINS),
-        **extra,
-    }
+SchedulerEnv = Callable[..., dict[str, str]]
+
+
+@pytest.fixture
+def scheduler_env(database_url: str, tmp_path: Path, smtp: SmtpServer) -> SchedulerEnv:
+    """`scheduler_env(**more)`: the settings of a scheduler on the test's database,
+    sending mail through `smtp`, in Europe/Paris, with two admins."""
+
+    def env(**more: str) -> dict[str, str]:
+        return {
+            "BILLTRAIL_DATABASE_URL": database_url,
+            "BILLTRAIL_SEAL_KEY": SEAL_KEY,
+            "BILLTRAIL_SECRET_KEY": SECRET_KEY,
+            "BILLTRAIL_VAR_DIR": str(tmp_path / "var"),
+            "BILLTRAIL_TIMEZONE": "Europe/Paris",
+            "BILLTRAIL_ADMIN_EMAILS": ",".join(ADMINS),
+            "BILLTRAIL_SMTP_URL": smtp.url,
+            **more,
+        }
+
+    return env
 
 
 MakeJobs = Callable[..., Jobs]
 
 
 @pytest.fixture
-def make_jobs(
-    database_url: str, tmp_path: Path, clock: ManualClock, smtp: SmtpServer
-) -> Iterator[MakeJobs]:
+def make_jobs(scheduler_env: SchedulerEnv, clock: ManualClock) -> Iterator[MakeJobs]:
     """`make_jobs(**env)`: the jobs a new scheduler process would run (its own
-    ledger, outbox follower and projections runner), with SMTP on `smtp`."""
+    ledger, outbox follower and projections runner), on the test's clock."""
     made: list[Jobs] = []
 
     def make(**env: str) -> Jobs:
-        values = settings_env(database_url, tmp_path / "var", BILLTRAIL_SMTP_URL=smtp.url)
-        values.update(env)
-        jobs = bootstrap.scheduler_jobs(Settings.from_env(values), clock=clock)
+        settings = Settings.from_env(scheduler_env(**env))
+        jobs = bootstrap.scheduler_jobs(settings, clock=clock)
         made.append(jobs)
         return jobs
 
@@ -354,18 +375,31 @@ class World:
         return stripe_id
 
 
-def populate(ledger: Ledger, hook_url: str) -> World:
-    ledger.register_entity("Acme", "company", ADMIN, emails=["billing@acme.test", "cfo@acme.test"])
-    ledger.register_entity("Hooked", "organization", ADMIN, emails=["ops@hooked.test"])
-    ledger.change_notification_preferences(
-        "hooked", {"invoice_past_due": "webhook"}, ADMIN, webhook_url=hook_url
-    )
-    ledger.register_entity("Quiet", "company", ADMIN, emails=["q@quiet.test"])
-    ledger.change_notification_preferences("quiet", {"invoice_past_due": "none"}, ADMIN)
-    return World(ledger)
+NewWorld = Callable[[Ledger], World]
 
 
 @pytest.fixture
-def world(jobs: Jobs, hooks: HookReceiver) -> World:
-    hooks.secret = entity_webhook_secret(SECRET_KEY, "hooked")
-    return populate(jobs.ledger, hooks.url)
+def new_world(hooks: HookReceiver) -> NewWorld:
+    """`new_world(ledger)`: Acme (told by email, two billing contacts), Hooked (by
+    webhook, to `hooks`, which checks signatures with Hooked's secret) and Quiet
+    (not told)."""
+
+    def populate(ledger: Ledger) -> World:
+        ledger.register_entity(
+            "Acme", "company", ADMIN, emails=["billing@acme.test", "cfo@acme.test"]
+        )
+        ledger.register_entity("Hooked", "organization", ADMIN, emails=["ops@hooked.test"])
+        ledger.change_notification_preferences(
+            "hooked", {"invoice_past_due": "webhook"}, ADMIN, webhook_url=hooks.url
+        )
+        ledger.register_entity("Quiet", "company", ADMIN, emails=["q@quiet.test"])
+        ledger.change_notification_preferences("quiet", {"invoice_past_due": "none"}, ADMIN)
+        hooks.secret = entity_webhook_secret(SECRET_KEY, "hooked")
+        return World(ledger)
+
+    return populate
+
+
+@pytest.fixture
+def world(jobs: Jobs, new_world: NewWorld) -> World:
+    return new_world(jobs.ledger)

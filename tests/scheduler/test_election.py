@@ -27,7 +27,9 @@ def test_while_one_process_runs_a_job_another_skips_it_on_postgres_only(
         assert after is True
 
 
-def test_a_manual_run_waits_for_the_running_one(make_jobs: MakeJobs, database_url: str) -> None:
+def test_a_manual_run_waits_for_the_running_one(
+    make_jobs: MakeJobs, database_url: str, wait_until: Callable[..., None]
+) -> None:
     a, b = make_jobs().ledger, make_jobs().ledger
     postgres = a.backend == "postgres"
     release = threading.Event()
@@ -73,15 +75,6 @@ def _waiting_for(database_url: str, key: int) -> bool:
             (unsigned >> 32, unsigned & 0xFFFF_FFFF),
         ).fetchone()
     return bool(row and row[0])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_a_manual_run_that_waits_too_long_gives_up(make_jobs: MakeJobs) -> None:

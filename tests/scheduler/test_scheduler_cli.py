@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
-from decimal import Decimal
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,7 @@ import pytest
 from billtrail import bootstrap
 from billtrail.settings import Settings
 from ledger.app import Ledger
-from ledger.invoices.application import InvoiceSnapshot
-from ledger.invoices.domain import Totals
-from ledger.sources import Source
-from ledger.values import Line, Period
-from scheduler.webhooks import entity_webhook_secret
 
-SEAL_KEY = "scheduler-tests-seal-key-0123456789abcdef"
-SECRET_KEY = "scheduler-tests-secret-key-0123456789abcdef"
 TODAY = date(2026, 2, 20)
 
 
@@ -39,23 +31,14 @@ RunCLI = Callable[..., Run]
 
 @pytest.fixture
 def run_cli(
-    database_url: str,
+    scheduler_env: Callable[..., dict[str, str]],
     tmp_path: Path,
-    smtp: Any,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> RunCLI:
     from billtrail.cli import main
 
-    for name, value in {
-        "BILLTRAIL_DATABASE_URL": database_url,
-        "BILLTRAIL_VAR_DIR": str(tmp_path / "var"),
-        "BILLTRAIL_SEAL_KEY": SEAL_KEY,
-        "BILLTRAIL_SECRET_KEY": SECRET_KEY,
-        "BILLTRAIL_SMTP_URL": smtp.url,
-        "BILLTRAIL_ADMIN_EMAILS": "ops@billtrail.test",
-        "BILLTRAIL_TIMEZONE": "Europe/Paris",
-    }.items():
+    for name, value in scheduler_env(BILLTRAIL_ADMIN_EMAILS="ops@billtrail.test").items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
 
@@ -81,30 +64,11 @@ def ledger(run_cli: RunCLI) -> Iterator[Ledger]:
     app.close()
 
 
-def issue(ledger: Ledger, stripe_id: str, entity_id: str, due: date, number: str) -> None:
-    total = Decimal("60.00")
-    ledger.observe_invoice(
-        InvoiceSnapshot(
-            stripe_id=stripe_id,
-            entity_id=entity_id,
-            currency="eur",
-            period=Period(date(2026, 1, 1), date(2026, 2, 1)),
-            status="open",
-            lines=[Line("il_1", "fee", "Monthly minimum", Decimal(1), total, total)],
-            totals=Totals(total, Decimal(0), total),
-            number=number,
-            issue_date=due - timedelta(days=14),
-            due_date=due,
-        ),
-        Source("stripe_event", f"evt_{stripe_id}"),
-    )
-
-
 @pytest.fixture
-def acme(ledger: Ledger) -> str:
-    ledger.register_entity("Acme", "company", Source("admin", "a"), emails=["billing@acme.test"])
-    issue(ledger, "in_1", "acme", date(2026, 2, 10), "ACME-0001")
-    issue(ledger, "in_2", "acme", TODAY, "ACME-0002")
+def acme(ledger: Ledger, new_world: Callable[[Ledger], Any]) -> str:
+    world = new_world(ledger)
+    world.issue("in_1", "acme", date(2026, 2, 10))  # ACME-0001, overdue on TODAY
+    world.issue("in_2", "acme", TODAY)  # ACME-0002, due on TODAY: not overdue
     return "acme"
 
 
@@ -121,11 +85,12 @@ def test_sweep_past_due_by_hand_marks_delivers_and_is_a_no_op_the_second_time(
     first = run_cli("sweep", "past-due", "--today", "2026-02-20")
     assert first.code == 0, first.err
     assert first.out.splitlines() == [
-        "past-due sweep 2026-02-20: 1 invoice(s) moved to past due, 2 notice(s) queued",
-        "delivered: 2 sent, 0 to retry, 0 failed for good",
+        "past-due sweep 2026-02-20: 1 invoice(s) moved to past due, 3 notice(s) queued",
+        "delivered: 3 sent, 0 to retry, 0 failed for good",
     ]
     assert sorted(r.recipients[0] for r in smtp.received) == [
         "billing@acme.test",
+        "cfo@acme.test",
         "ops@billtrail.test",
     ]
     again = run_cli("sweep", "past-due", "--today", "2026-02-20")
@@ -133,7 +98,7 @@ def test_sweep_past_due_by_hand_marks_delivers_and_is_a_no_op_the_second_time(
     assert again.out.splitlines()[0] == (
         "past-due sweep 2026-02-20: 0 invoice(s) moved to past due, 0 notice(s) queued"
     )
-    assert len(smtp.received) == 2
+    assert len(smtp.received) == 3
     assert ledger.last_past_due_sweep() == TODAY
 
 
@@ -154,20 +119,22 @@ def test_notifications_list_gives_the_proof_of_dunning_and_what_failed_for_good(
     assert {(d["audience"], d["channel"], d["recipient"], d["status"]) for d in docs} == {
         ("admin", "email", "ops@billtrail.test", "gave_up"),
         ("customer", "email", "billing@acme.test", "gave_up"),
+        ("customer", "email", "cfo@acme.test", "gave_up"),
     }
     assert {d["detail"] for d in docs} == {"DATA: 550 5.1.1 mailbox unavailable"}
     failed = run_cli("notifications", "list", "--failed")
     assert failed.code == 0
-    assert len(failed.out.strip().splitlines()) == 2
-    assert "2 notice(s)" in failed.err
+    assert len(failed.out.strip().splitlines()) == 3
+    assert "3 notice(s)" in failed.err
 
 
-def test_the_webhook_secret_is_the_one_deliveries_are_signed_with(
-    run_cli: RunCLI, acme: str, monkeypatch: pytest.MonkeyPatch
+def test_the_webhook_secret_is_the_one_the_customer_verifies_deliveries_with(
+    run_cli: RunCLI, acme: str, hooks: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    r = run_cli("notifications", "webhook-secret", "acme")
+    r = run_cli("notifications", "webhook-secret", "hooked")
     assert r.code == 0, r.err
-    assert r.out.strip() == entity_webhook_secret(SECRET_KEY, "acme")
+    assert r.out.strip() == hooks.secret
+    assert hooks.secret.startswith("whsec_")
     unknown = run_cli("notifications", "webhook-secret", "nobody")
     assert unknown.code == 2
     assert one_line(unknown.err) == "billtrail: no billable entity 'nobody'"

@@ -25,19 +25,8 @@ from ledger.app import Ledger
 from scheduler.runner import OUTBOX, SWEEP, Jobs, SchedulerProcess
 
 MakeJobs = Callable[..., Jobs]
-SEAL_KEY = "scheduler-tests-seal-key-0123456789abcdef"
-SECRET_KEY = "scheduler-tests-secret-key-0123456789abcdef"
-ADMINS = "ops@billtrail.test,boss@billtrail.test"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+WaitUntil = Callable[..., None]
+SchedulerEnv = Callable[..., dict[str, str]]
 
 
 class Process:
@@ -86,46 +75,31 @@ def processes() -> Iterator[list[Process]]:
             p.finish()
 
 
-def process_env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "BILLTRAIL_DATABASE_URL": database_url,
-        "BILLTRAIL_SEAL_KEY": SEAL_KEY,
-        "BILLTRAIL_SECRET_KEY": SECRET_KEY,
-        "BILLTRAIL_VAR_DIR": str(tmp_path / "var"),
-        "BILLTRAIL_TIMEZONE": "Europe/Paris",
-        "BILLTRAIL_ADMIN_EMAILS": ADMINS,
-        **extra,
-    }
-
-
 @pytest.fixture
-def real_time_ledger(database_url: str, tmp_path: Path) -> Iterator[Ledger]:
+def real_time_ledger(scheduler_env: SchedulerEnv) -> Iterator[Ledger]:
     """The ledger on the real clock, as the processes under test see it."""
-    settings = Settings.from_env(process_env(database_url, tmp_path))
-    app = bootstrap.ledger(settings)
+    app = bootstrap.ledger(Settings.from_env(scheduler_env()))
     yield app
     app.close()
 
 
 def test_two_scheduler_processes_at_once_send_each_notice_once(
     real_time_ledger: Ledger,
-    database_url: str,
+    scheduler_env: SchedulerEnv,
+    new_world: Any,
     tmp_path: Path,
     smtp: Any,
     hooks: Any,
     processes: list[Process],
+    wait_until: WaitUntil,
 ) -> None:
-    from scheduler.webhooks import entity_webhook_secret
-
     # The tests' world, due three days before the real today.
-    world = _populate(real_time_ledger, hooks.url)
-    hooks.secret = entity_webhook_secret(SECRET_KEY, "hooked")
+    world = new_world(real_time_ledger)
     due = datetime.now(UTC).date() - timedelta(days=3)
     world.issue("in_acme", "acme", due)
     world.issue("in_hook", "hooked", due)
     world.issue("in_quiet_later", "quiet", due + timedelta(days=30))
-    env = process_env(database_url, tmp_path, BILLTRAIL_SMTP_URL=smtp.url)
+    env = {**os.environ, **scheduler_env()}
     processes += [Process(["scheduler"], env, tmp_path) for _ in range(2)]
     # 2 invoices x 2 admins, 2 Acme contacts, Hooked's webhook.
     wait_until(lambda: len(smtp.received) >= 6 and len(hooks.received) >= 1, what="the notices")
@@ -155,49 +129,6 @@ def _count(ledger: Ledger, topic: str) -> int:
     return sum(1 for _ in ledger.events_of_topics([topic]))
 
 
-def _populate(ledger: Ledger, hook_url: str) -> Any:
-    from ledger.sources import Source
-
-    admin = Source("admin", "admin-1")
-    ledger.register_entity("Acme", "company", admin, emails=["billing@acme.test", "cfo@acme.test"])
-    ledger.register_entity("Hooked", "organization", admin, emails=["ops@hooked.test"])
-    ledger.change_notification_preferences(
-        "hooked", {"invoice_past_due": "webhook"}, admin, webhook_url=hook_url
-    )
-    ledger.register_entity("Quiet", "company", admin, emails=["q@quiet.test"])
-    return _World(ledger)
-
-
-class _World:
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-
-    def issue(self, stripe_id: str, entity_id: str, due: Any) -> None:
-        from decimal import Decimal
-
-        from ledger.invoices.application import InvoiceSnapshot
-        from ledger.invoices.domain import Totals
-        from ledger.sources import Source
-        from ledger.values import Line, Period
-
-        total = Decimal("60.00")
-        self.ledger.observe_invoice(
-            InvoiceSnapshot(
-                stripe_id=stripe_id,
-                entity_id=entity_id,
-                currency="eur",
-                period=Period(due - timedelta(days=45), due - timedelta(days=14)),
-                status="open",
-                lines=[Line("il_1", "fee", "Monthly minimum", Decimal(1), total, total)],
-                totals=Totals(total, Decimal(0), total),
-                number=f"{entity_id.upper()}-0001",
-                issue_date=due - timedelta(days=14),
-                due_date=due,
-            ),
-            Source("stripe_event", f"evt_{stripe_id}"),
-        )
-
-
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
     [
@@ -214,7 +145,12 @@ def test_bad_settings_stop_the_scheduler_at_start_with_one_clear_line(
     tmp_path: Path, processes: list[Process], setting: str, value: str, message: str
 ) -> None:
     database = tmp_path / "billtrail.db"
-    env = process_env(f"sqlite:///{database}", tmp_path, **{setting: value})
+    env = {
+        **os.environ,
+        "BILLTRAIL_DATABASE_URL": f"sqlite:///{database}",
+        "BILLTRAIL_VAR_DIR": str(tmp_path / "var"),
+        setting: value,
+    }
     p = Process(["scheduler"], env, tmp_path)
     processes.append(p)
     assert p.finish() == 2
@@ -223,18 +159,20 @@ def test_bad_settings_stop_the_scheduler_at_start_with_one_clear_line(
     assert not database.exists()  # stopped before touching anything
 
 
-def test_the_daily_sweep_job_marks_then_has_the_outbox_job_deliver_at_once(
-    make_jobs: MakeJobs, world: Any, smtp: Any
+def test_the_daily_sweep_job_sweeps_at_its_time_and_the_outbox_job_delivers_at_once(
+    make_jobs: MakeJobs, world: Any, smtp: Any, clock: Any, wait_until: WaitUntil
 ) -> None:
     jobs = make_jobs()
     today = jobs.now_local().date()
-    jobs.past_due_sweep(today)  # today's sweep ran already: the start owes nothing
+    jobs.past_due_sweep(today - timedelta(days=1))
+    clock.now = clock.now.replace(hour=4)  # 05:00 in Paris: today's sweep is not due yet
     process = SchedulerProcess(jobs)
     assert process.job_ids() == sorted([SWEEP, OUTBOX, "reconcile", "usage-push"])
     world.issue("in_1", "acme", today - timedelta(days=2))
     process.start()
     try:
-        assert smtp.received == []
+        assert world.ledger.invoice("in_1").status.value == "open"
+        clock.now = clock.now.replace(hour=5)  # 06:00 in Paris
         sweep = process.scheduler.get_job(SWEEP)
         assert sweep is not None
         sweep.func()  # the daily trigger, fired by hand
@@ -244,3 +182,20 @@ def test_the_daily_sweep_job_marks_then_has_the_outbox_job_deliver_at_once(
     finally:
         process.shutdown()
     assert not process.scheduler.running
+
+
+def test_the_minute_job_runs_a_sweep_still_owed_then_delivers(
+    make_jobs: MakeJobs, world: Any, smtp: Any, clock: Any
+) -> None:
+    jobs = make_jobs()
+    today = jobs.now_local().date()
+    jobs.past_due_sweep(today - timedelta(days=1))
+    world.issue("in_1", "acme", today - timedelta(days=2))
+    process = SchedulerProcess(jobs)  # not started: the job is called as APScheduler would
+    outbox = process.scheduler.get_job(OUTBOX)
+    assert outbox is not None
+    outbox.func()  # 10:00 in Paris: today's 06:00 sweep never ran (asleep, database away)
+    assert world.ledger.invoice("in_1").status.value == "past_due"
+    assert len(smtp.received) == 4
+    outbox.func()
+    assert len(smtp.received) == 4
