@@ -93,15 +93,12 @@ class SmtpURL:
             sender=sender,
         )
 
-    def __str__(self) -> str:
-        scheme = "smtps" if self.tls else "smtp"
-        who = f"{self.user}:***@" if self.user else ""
-        return f"{scheme}://{who}{self.host}:{self.port}"
-
 
 def _redacted(url: str) -> str:
-    """The URL as it may be shown in an error: never the password."""
-    return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
+    """The URL as it may be shown in an error: never the password (up to the last
+    `@`, so a password with an unencoded `/` or `@` is hidden too; hiding a little
+    more than the password is the safe mistake)."""
+    return re.sub(r"(//[^/@:]*:).*@", r"\1***@", url)
 
 
 class SmtpMailer:

@@ -15,7 +15,6 @@ can recognise is preferred to a notice that silently never went out."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Protocol
@@ -94,23 +93,14 @@ class Deliverer:
         return report
 
     def _send(self, note: Notification) -> Outcome:
-        send: Callable[[], Outcome]
-        if note.channel == Channel.EMAIL.value and self.mailer is not None:
-            mailer = self.mailer
-
-            def send() -> Outcome:
-                return mailer.send(email_message(note, mailer.sender))
-        elif note.channel == Channel.WEBHOOK.value:
-
-            def send() -> Outcome:
-                return self.webhooks.send(
-                    note.recipient, note.notice.entity_id, webhook_body(note), str(note.id)
-                )
-        else:
-            return Outcome(False, f"no sender for channel {note.channel!r}", permanent=True)
         try:
-            return send()
+            if note.channel == Channel.EMAIL.value and self.mailer is not None:
+                return self.mailer.send(email_message(note, self.mailer.sender))
+            if note.channel == Channel.WEBHOOK.value:
+                body = webhook_body(note)
+                return self.webhooks.send(note.recipient, note.notice.entity_id, body, str(note.id))
         except Exception as exc:
             # A bug in a sender must not leave the claimed attempt without an outcome.
             log.exception("sending notice %s failed unexpectedly", note.id)
             return Outcome(False, f"{type(exc).__name__}: {exc}")
+        return Outcome(False, f"no sender for channel {note.channel!r}", permanent=True)

@@ -48,6 +48,8 @@ def test_smtp_urls_are_read_with_their_defaults(url: str, expected: SmtpURL) -> 
         ("http://mail.example.com", "expected smtp://"),
         ("smtp://", "no host"),
         ("smtp://user:secret@mail.example.com:99999", "port is not a number"),
+        # An unencoded "/" ends the host part early; the message still hides the rest.
+        ("smtp://user:se/cret@mail.example.com", "port is not a number"),
         ("smtp://mail.example.com/path", "no path"),
         ("smtp://mail.example.com?tls=1", "unknown option 'tls'"),
         ("smtp://mail.example.com?starttls=maybe", "starttls must be 1 or 0"),
@@ -64,6 +66,7 @@ def test_an_unusable_smtp_url_is_refused_naming_the_setting_never_the_password(
     assert message.startswith("BILLTRAIL_SMTP_URL: ")
     assert why in message
     assert "secret" not in message
+    assert "cret" not in message
 
 
 def test_admin_emails_and_the_sweep_time_come_from_the_environment() -> None:
