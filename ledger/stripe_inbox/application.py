@@ -154,12 +154,13 @@ class StripeInboxCommands(LedgerBase):
             return set()
         at = self.clock()
 
-        def receipt(e: IncomingStripeEvent) -> StripeEvent:
-            return StripeEvent.receive(e, source or Source(SourceKind.STRIPE_EVENT, e.event_id), at)
+        def receipt(e: IncomingStripeEvent) -> list[StripeEvent.Event]:
+            return StripeEvent.receipt(e, source or Source(SourceKind.STRIPE_EVENT, e.event_id), at)
 
         try:
             self.save(
-                *[receipt(e) for e in fresh], source_keys=[receipt_key(e.event_id) for e in fresh]
+                *[event for e in fresh for event in receipt(e)],
+                source_keys=[receipt_key(e.event_id) for e in fresh],
             )
             return {e.event_id for e in fresh}
         except IntegrityError:
@@ -168,8 +169,11 @@ class StripeInboxCommands(LedgerBase):
         # check and the save; the whole batch was refused. One at a time, then.
         stored: set[str] = set()
         for e in fresh:
-            if self._create(receipt(e), source_keys=[receipt_key(e.event_id)]):
-                stored.add(e.event_id)
+            try:
+                self.save(*receipt(e), source_keys=[receipt_key(e.event_id)])
+            except IntegrityError:
+                continue
+            stored.add(e.event_id)
         return stored
 
     # Settling ----------------------------------------------------------------------

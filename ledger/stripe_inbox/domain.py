@@ -22,6 +22,8 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.utils import get_topic
+
 from ledger.aggregate import LedgerAggregate
 from ledger.errors import LedgerError
 from ledger.sources import Source
@@ -184,6 +186,47 @@ class StripeEvent(LedgerAggregate):
         if incoming.invoice_id is None:
             event.ignore(incoming.ignore_reason, source, at)
         return event
+
+    @classmethod
+    def receipt(
+        cls, incoming: IncomingStripeEvent, source: Source, at: datetime
+    ) -> list[StripeEvent.Event]:
+        """The events `receive` records, made directly: the webhook endpoint stores
+        them by the hundred and has no use for the aggregate object. (Replaying them
+        builds the same aggregate as `receive`; the tests hold the two together.)"""
+        originator_id = cls.create_id(incoming.event_id)
+        # The event classes' fields are made by the library's metaclass at run time.
+        received: Any = cls.Received
+        events: list[StripeEvent.Event] = [
+            received(
+                originator_topic=get_topic(cls),
+                originator_id=originator_id,
+                originator_version=cls.INITIAL_VERSION,
+                timestamp=at,
+                event_id=incoming.event_id,
+                type=incoming.type,
+                object_id=incoming.object_id,
+                invoice_id=incoming.invoice_id,
+                created=incoming.created,
+                livemode=incoming.livemode,
+                channel=incoming.channel,
+                payload=incoming.payload,
+                sha256=incoming.sha256,
+                source=source,
+            )
+        ]
+        if incoming.invoice_id is None:
+            ignored: Any = cls.Ignored
+            events.append(
+                ignored(
+                    originator_id=originator_id,
+                    originator_version=cls.INITIAL_VERSION + 1,
+                    timestamp=at,
+                    reason=incoming.ignore_reason,
+                    source=source,
+                )
+            )
+        return events
 
     @property
     def payload_intact(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 
 import pytest
 
@@ -22,6 +23,7 @@ from ledger.stripe_inbox.domain import (
 )
 
 SYNC = Source("sync_run", "sync-1")
+START = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 
 
 def incoming(
@@ -83,6 +85,16 @@ def test_non_ascii_payloads_keep_their_exact_bytes(ledger: Ledger) -> None:
     )
     assert ledger.receive_stripe_event(weird)
     assert ledger.stripe_event("evt_utf8").payload.encode() == payload.encode()
+
+
+@pytest.mark.parametrize("invoice_id", ["in_1", None])
+def test_the_receipt_events_are_the_ones_receive_records(invoice_id: str | None) -> None:
+    event = incoming("evt_1", invoice_id, "invoice.paid" if invoice_id else "customer.created")
+    source, at = Source("stripe_event", "evt_1"), START
+    made = StripeEvent.receipt(event, source, at)
+    aggregate = StripeEvent.receive(event, source, at)
+    recorded = aggregate.collect_events()
+    assert [(type(e), e.__dict__) for e in made] == [(type(e), e.__dict__) for e in recorded]
 
 
 def test_a_digest_that_is_not_the_payloads_is_refused() -> None:
