@@ -20,11 +20,11 @@ arguments is the same correction."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import stripe
@@ -57,6 +57,8 @@ from ledger.money import Money, line_amount, parse_decimal
 from ledger.sources import Source, SourceKind
 from ledger.stripe_outbox.domain import Correction, CorrectionKind
 from ledger.values import LineKind, Period
+
+P = TypeVar("P")
 
 CORRECTION_METADATA_KEY = "billtrail_correction"
 REPLACES_METADATA_KEY = "billtrail_replaces"
@@ -209,7 +211,7 @@ def _replacement_plan(outbox: Outbox, invoice: Invoice) -> dict[str, Any]:
             per_version[version.version] = (count + usage.calls, [*days, day])
         for number, (count, days) in sorted(per_version.items()):
             version = rate.versions[number - 1]
-            span = Period(min(days), _next(max(days)))
+            span = Period(min(days), max(days) + timedelta(days=1))
             items.append(
                 {
                     "kind": LineKind.USAGE.value,
@@ -235,10 +237,6 @@ def _replacement_plan(outbox: Outbox, invoice: Invoice) -> dict[str, Any]:
         ),
         "items": items,
     }
-
-
-def _next(day: date) -> date:
-    return date.fromordinal(day.toordinal() + 1)
 
 
 def _days_until_due(invoice: Invoice) -> int:
@@ -341,11 +339,27 @@ def _void(outbox: Outbox, correction_id: str, stripe_id: str) -> None:
     def void(params: InvoiceVoidInvoiceParams, options: RequestOptions) -> stripe.Invoice:
         return client.v1.invoices.void_invoice(stripe_id, params, options)
 
-    request = outbox.prepare(_key(correction_id, "void"), "invoices.void_invoice", {}, stripe_id)
+    _transition(
+        outbox, _key(correction_id, "void"), "invoices.void_invoice", stripe_id, void, "void"
+    )
+
+
+def _transition(
+    outbox: Outbox,
+    key: str,
+    operation: str,
+    stripe_id: str,
+    post: Callable[[P, RequestOptions], stripe.Invoice],
+    reached: str,
+) -> None:
+    """Move invoice `stripe_id` to status `reached` once. Stripe refusing it
+    because the invoice is there already (the first answer was lost and the key
+    forgotten) counts as done."""
+    request = outbox.prepare(key, operation, {}, stripe_id)
     if request.answered:
         return
     obj = outbox.send(
-        request, void, done_already=lambda _e: _stripe_status(outbox, stripe_id) == "void"
+        request, post, done_already=lambda _e: _stripe_status(outbox, stripe_id) == reached
     )
     outbox.answer(request, stripe_id, replayed=obj is None)
 
@@ -575,16 +589,14 @@ def write_off(outbox: Outbox, invoice_ref: str, *, reason: str, actor: str) -> C
     def mark(params: InvoiceMarkUncollectibleParams, options: RequestOptions) -> stripe.Invoice:
         return client.v1.invoices.mark_uncollectible(stripe_id, params, options)
 
-    request = outbox.prepare(
-        _key(correction_id, "mark_uncollectible"), "invoices.mark_uncollectible", {}, stripe_id
+    _transition(
+        outbox,
+        _key(correction_id, "mark_uncollectible"),
+        "invoices.mark_uncollectible",
+        stripe_id,
+        mark,
+        "uncollectible",
     )
-    if not request.answered:
-        obj = outbox.send(
-            request,
-            mark,
-            done_already=lambda _e: _stripe_status(outbox, stripe_id) == "uncollectible",
-        )
-        outbox.answer(request, stripe_id, replayed=obj is None)
     observe_invoices(client, ledger, outbox.source, [stripe_id])
     results = {"written_off": stripe_id}
     ledger.complete_correction(correction.correction_id, results, outbox.source)
