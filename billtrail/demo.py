@@ -55,6 +55,7 @@ from adapters.stripe.outbound.subscriptions import (
     subscription_of,
 )
 from adapters.stripe.outbound.usage import push_usage
+from adapters.stripe.processing import process_pending
 from adapters.stripe.reconcile import reconcile
 from adapters.stripe.sync import run_sync
 from adapters.stripe.webhooks import DirectReceiver, handle_webhook
@@ -429,8 +430,10 @@ class StripeWorld:
             self.at(end + timedelta(minutes=30), [entity_id])
             pushed = push_usage(self.outbox(f"usage-push/{entity_id}/{k}"), entity_ids=[entity_id])
             self.report.meter_events += len(pushed.pushed)
-            # Stripe finalizes the renewal invoice and collects it.
+            # Stripe finalizes the renewal invoice and collects it; the webhooks
+            # that came back meanwhile are applied.
             self.at(end + timedelta(hours=2), [entity_id])
+            process_pending(self.app, self.client)
             self.period_start[entity_id] = end
             if k < PERIODS:
                 self.period[entity_id] = k + 1
