@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHES = ["calls_import", "explain", "webhooks"]
+BENCHES = ["calls_import", "explain", "webhooks", "projections"]
 
 
 def main() -> None:

@@ -89,13 +89,21 @@ def seal_key(settings: Settings) -> bytes:
     return key
 
 
-def ledger(settings: Settings, clock: Clock = utc_now) -> Ledger:
+def ledger(settings: Settings, clock: Clock = utc_now, *, projections: bool = False) -> Ledger:
+    """The ledger on its database. With `projections`, in the embedded SQLite mode
+    the read models catch up in process after every command (PostgreSQL runs
+    `billtrail projections run` as its own process instead)."""
     db = settings.database
     if db.backend == "sqlite" and db.path is not None:
         db.path.parent.mkdir(parents=True, exist_ok=True)
     key = seal_key(settings)
     with _creating_tables(db):
-        return Ledger(eventsourcing_env(db), seal_key=key, clock=clock)
+        app = Ledger(eventsourcing_env(db), seal_key=key, clock=clock)
+    if projections and db.backend == "sqlite":
+        from projections.runner import Runner, attach
+
+        attach(app, Runner(app))
+    return app
 
 
 @contextmanager

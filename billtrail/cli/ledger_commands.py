@@ -32,7 +32,7 @@ _BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_
 @contextmanager
 def open_ledger() -> Iterator[tuple[Settings, Ledger]]:
     settings = Settings.from_env()
-    app = bootstrap.ledger(settings)
+    app = bootstrap.ledger(settings, projections=True)
     try:
         yield settings, app
     finally:

@@ -37,7 +37,7 @@ def outbox_for(command: str) -> Iterator[Outbox]:
     from adapters.stripe.outbound.outbox import Outbox, StripeUnavailable
 
     settings = Settings.from_env()
-    app = bootstrap.ledger(settings)
+    app = bootstrap.ledger(settings, projections=True)
     client = bootstrap.stripe_client(settings)
     try:
         yield Outbox(app, client, cli_source(command))

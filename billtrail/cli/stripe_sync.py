@@ -78,7 +78,7 @@ def sync(since: str | None) -> None:
     if day is not None and day > datetime.now().date():  # noqa: DTZ005 - a calendar day
         raise UsageFailure(f"--since: {day} is in the future")
     settings = Settings.from_env()
-    app = bootstrap.ledger(settings)
+    app = bootstrap.ledger(settings, projections=True)
     client = bootstrap.stripe_client(settings)
     progress = TerminalProgress() if sys.stderr.isatty() else None
     try:

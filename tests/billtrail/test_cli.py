@@ -432,3 +432,15 @@ def test_demo_builds_a_verified_world_on_the_embedded_default(
         main(["verify"])
     assert verified.value.code == 0
     assert "the seal is intact" in capsys.readouterr().out
+
+
+def test_on_sqlite_the_read_models_are_caught_up_after_each_command(
+    run_cli: RunCLI, acme: str, tmp_path: Path, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL runs `billtrail projections run` as its own process")
+    f = write(tmp_path / "calls.csv", HEADER + "c1,acme-corp,2026-01-05T10:00:00Z,60\n")
+    assert run_cli("calls", "import", str(f)).code == 0
+    status = json.loads(run_cli("projections", "status", "--json").last_line)
+    assert status
+    assert all(p["lag"] == 0 for p in status), status
