@@ -8,11 +8,12 @@ stored events are about (when the app was given a Stripe client)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import stripe
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, request
 from flask.typing import ResponseReturnValue
 
 from adapters.stripe.client import TokenBucket, limiter_for
@@ -48,7 +49,7 @@ class StripeInbound:
 def webhook() -> ResponseReturnValue:
     inbound: StripeInbound = current_app.extensions[EXTENSION]
     if request.content_length is not None and request.content_length > MAX_PAYLOAD_BYTES:
-        return jsonify(error="the body is larger than a Stripe event can be"), 413
+        return _json({"error": "the body is larger than a Stripe event can be"}, 413)
     # Bounded even without a Content-Length (a chunked body): werkzeug answers 413.
     request.max_content_length = MAX_PAYLOAD_BYTES
     result = handle_webhook(
@@ -57,7 +58,13 @@ def webhook() -> ResponseReturnValue:
         secrets=inbound.secrets,
         receive=inbound.receiver,
     )
-    return jsonify(result.body), result.status
+    return _json(result.body, result.status)
+
+
+def _json(body: dict[str, object], status: int) -> Response:
+    # A small body of plain values: json.dumps directly, not Flask's JSON provider
+    # (a measurable share of an acknowledgement's time at a thousand a second).
+    return current_app.response_class(json.dumps(body), status, mimetype="application/json")
 
 
 def init_app(

@@ -3,13 +3,16 @@
 `receive_stripe_events` is the webhook endpoint's acknowledgement: it stores a
 batch of events in one transaction (so an endpoint under load commits many
 webhooks at once), each at most once, ever: the event id is the aggregate's
-natural key and a receipt key in the ledger's source index, checked for the whole
-batch in one query before anything is written."""
+natural key and a receipt key in the ledger's source index, in the same
+transaction; a batch refused because one of its events was already there is
+looked up and the rest stored."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -25,6 +28,8 @@ from ledger.stripe_inbox.domain import (
     SyncCursor,
     SyncPosition,
 )
+
+RECENT_RECEIPTS = 100_000
 
 
 def _missing(event_id: str) -> NotFound:
@@ -134,10 +139,11 @@ class StripeInboxCommands(LedgerBase):
         from (a sync run); by default each event is its own source."""
         firsts: dict[str, IncomingStripeEvent] = {}
         for event in incoming:
-            firsts.setdefault(event.event_id, event)
-        known = self.ledger_recorder.existing_sources([receipt_key(e) for e in firsts])
-        fresh = [e for e in firsts.values() if receipt_key(e.event_id) not in known]
-        stored = self._store_receipts(fresh, source)
+            if event.event_id not in self._recent_receipts:
+                firsts.setdefault(event.event_id, event)
+        # Optimistic: most webhooks are new, so write first and look only when the
+        # write is refused (saves a read transaction per batch on the hot path).
+        stored = self._store_receipts(list(firsts.values()), source, check_first=False)
         result: list[bool] = []
         for event in incoming:
             result.append(event.event_id in stored)
@@ -149,7 +155,15 @@ class StripeInboxCommands(LedgerBase):
     ) -> bool:
         return self.receive_stripe_events([incoming], source)[0]
 
-    def _store_receipts(self, fresh: list[IncomingStripeEvent], source: Source | None) -> set[str]:
+    def _store_receipts(
+        self, fresh: list[IncomingStripeEvent], source: Source | None, *, check_first: bool
+    ) -> set[str]:
+        if check_first and fresh:
+            known = self.ledger_recorder.existing_sources([receipt_key(e.event_id) for e in fresh])
+            for e in fresh:
+                if receipt_key(e.event_id) in known:
+                    self._remember_receipt(e.event_id)
+            fresh = [e for e in fresh if receipt_key(e.event_id) not in known]
         if not fresh:
             return set()
         at = self.clock()
@@ -162,19 +176,39 @@ class StripeInboxCommands(LedgerBase):
                 *[event for e in fresh for event in receipt(e)],
                 source_keys=[receipt_key(e.event_id) for e in fresh],
             )
-            return {e.event_id for e in fresh}
         except IntegrityError:
-            pass
-        # Another writer (a second web worker, a sync) stored some of them between the
-        # check and the save; the whole batch was refused. One at a time, then.
+            if not check_first:
+                # Some were stored before (a redelivery) or meanwhile (another
+                # writer): the whole batch was refused. Look, then store the rest.
+                return self._store_receipts(fresh, source, check_first=True)
+        else:
+            for e in fresh:
+                self._remember_receipt(e.event_id)
+            return {e.event_id for e in fresh}
+        # Stored meanwhile by another writer, between the look and the write: one at
+        # a time, then.
         stored: set[str] = set()
         for e in fresh:
             try:
                 self.save(*receipt(e), source_keys=[receipt_key(e.event_id)])
             except IntegrityError:
                 continue
+            self._remember_receipt(e.event_id)
             stored.add(e.event_id)
         return stored
+
+    @cached_property
+    def _recent_receipts(self) -> OrderedDict[str, None]:
+        """Event ids this process stored or saw stored lately: a redelivery of one of
+        them is answered without touching the database. (Only ever a shortcut: the
+        ledger is append-only, so an event once stored stays stored.)"""
+        return OrderedDict()
+
+    def _remember_receipt(self, event_id: str) -> None:
+        recent = self._recent_receipts
+        recent[event_id] = None
+        if len(recent) > RECENT_RECEIPTS:
+            recent.popitem(last=False)
 
     # Settling ----------------------------------------------------------------------
 
