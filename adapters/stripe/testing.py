@@ -23,6 +23,9 @@ from ledger.invoices.domain import Invoice
 from ledger.sources import Source
 
 ADMIN = Source("admin", "tests", actor="tests@billtrail.example")
+# Webhook signing secrets for tests: the current one and one being rolled.
+WEBHOOK_SECRET = "whsec_billtrail_tests_current"
+ROLLED_WEBHOOK_SECRET = "whsec_billtrail_tests_rolled"
 
 
 def sign(payload: bytes | str, secrets: list[str] | str, timestamp: int | None = None) -> str:

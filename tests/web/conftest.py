@@ -11,14 +11,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from adapters.stripe.testing import ROLLED_WEBHOOK_SECRET, WEBHOOK_SECRET
 from billtrail import bootstrap
 from billtrail.settings import Settings
 from ledger.app import Ledger
 from web import create_app, shutdown
 
 SEAL_KEY = "web-tests-seal-key-0123456789abcdef012345"
-OLD_SECRET = "whsec_old_secret_being_rolled"
-SECRET = "whsec_current_secret"
 
 
 @pytest.fixture
@@ -28,7 +27,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
             "BILLTRAIL_DATABASE_URL": database_url,
             "BILLTRAIL_SEAL_KEY": SEAL_KEY,
             "BILLTRAIL_VAR_DIR": str(tmp_path / "var"),
-            "STRIPE_WEBHOOK_SECRET": f"{SECRET}, {OLD_SECRET}",
+            "STRIPE_WEBHOOK_SECRET": f"{WEBHOOK_SECRET}, {ROLLED_WEBHOOK_SECRET}",
         }
     )
 

@@ -18,14 +18,21 @@ from flask.testing import FlaskClient
 from adapters.stripe.client import close_client, make_client
 from adapters.stripe.sandbox import start_sandbox, wait_until
 from adapters.stripe.sandbox.testing import FAST_RETRIES
-from adapters.stripe.testing import BillingWorld, LoopbackServer, event_body, sign
+from adapters.stripe.testing import (
+    ROLLED_WEBHOOK_SECRET,
+    WEBHOOK_SECRET,
+    BillingWorld,
+    LoopbackServer,
+    event_body,
+    sign,
+)
 from adapters.stripe.webhooks import BatchingReceiver, DirectReceiver, handle_webhook
 from billtrail.settings import Settings
 from ledger.app import Ledger
 from ledger.stripe_inbox.domain import Disposition, StripeEvent
 from web import create_app, shutdown
 
-from .conftest import OLD_SECRET, SECRET
+SECRET, OLD_SECRET = WEBHOOK_SECRET, ROLLED_WEBHOOK_SECRET
 
 INVOICE = {"id": "in_1", "object": "invoice", "status": "paid"}
 
@@ -237,7 +244,7 @@ def test_a_delivery_from_the_sandbox_is_stored_and_its_invoice_recorded_behind_i
         hook = client.v1.webhook_endpoints.create(
             {"url": "http://127.0.0.1:9/unused", "enabled_events": ["*"]}
         )
-        live = Settings.from_env({**settings.env, "STRIPE_WEBHOOK_SECRET": hook.secret})
+        live = Settings.from_env({**settings.env, "STRIPE_WEBHOOK_SECRET": str(hook.secret)})
         app = create_app(ledger, client, live)
         try:
             with LoopbackServer(app) as server:

@@ -4,7 +4,7 @@ whose Stripe customers are the ledger's billable entities."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,9 @@ from ledger.app import Ledger
 SEAL_KEY = "inbound-tests-seal-key-0123456789abcdef"
 
 
+SettingsFor = Callable[..., Settings]
+
+
 def settings_for(database_url: str, var_dir: Path, **env: str) -> Settings:
     return Settings.from_env(
         {
@@ -30,6 +33,13 @@ def settings_for(database_url: str, var_dir: Path, **env: str) -> Settings:
             **env,
         }
     )
+
+
+@pytest.fixture
+def make_settings() -> SettingsFor:
+    """Settings for a database URL and var dir (and more variables), with the
+    tests' seal key."""
+    return settings_for
 
 
 @pytest.fixture

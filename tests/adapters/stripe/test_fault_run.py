@@ -29,11 +29,10 @@ from adapters.stripe.sandbox.testing import FAST_RETRIES
 from adapters.stripe.sync import EVENT_TYPES, run_sync
 from adapters.stripe.testing import BillingWorld, LoopbackServer, invoice_histories
 from billtrail import bootstrap
+from billtrail.settings import Settings
 from ledger.app import Ledger
 from ledger.stripe_inbox.domain import Disposition
 from web import create_app, shutdown
-
-from .conftest import settings_for
 
 DAY = 86_400
 HOUR = 3_600
@@ -142,13 +141,15 @@ class Outcome:
     failed_reads: int
 
 
-def run_world(database_url: str, var_dir: Path, *, faults: bool) -> Outcome:
+def run_world(
+    make_settings: Callable[..., Settings], database_url: str, var_dir: Path, *, faults: bool
+) -> Outcome:
     with start_sandbox(seed="billtrail-fault-run", webhook_retry_delays=FAST_RETRIES) as sandbox:
         client = make_client(sandbox.api_key, sandbox.url)
         hook = client.v1.webhook_endpoints.create(
             {"url": "http://127.0.0.1:9/not-yet", "enabled_events": ["*"]}
         )
-        settings = settings_for(database_url, var_dir, STRIPE_WEBHOOK_SECRET=hook.secret)
+        settings = make_settings(database_url, var_dir, STRIPE_WEBHOOK_SECRET=str(hook.secret))
         ledger = bootstrap.ledger(settings)
         app = create_app(ledger, client, settings, start_worker=False)
         try:
@@ -196,10 +197,11 @@ def run_world(database_url: str, var_dir: Path, *, faults: bool) -> Outcome:
 
 @pytest.mark.slow
 def test_the_fault_run_ends_with_the_same_ledger_as_the_clean_run(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, make_settings: Callable[..., Settings]
 ) -> None:
-    clean = run_world(database_url, tmp_path / "clean", faults=False)
-    faulty = run_world(_another_database(database_url, tmp_path), tmp_path / "faulty", faults=True)
+    clean = run_world(make_settings, database_url, tmp_path / "clean", faults=False)
+    other = _another_database(database_url, tmp_path)
+    faulty = run_world(make_settings, other, tmp_path / "faulty", faults=True)
     assert clean.lost_webhooks == 0
     assert faulty.lost_webhooks > 0
     assert faulty.duplicated_webhooks > 0
@@ -229,5 +231,5 @@ def _another_database(database_url: str, tmp_path: Path) -> str:
     base, _, _ = database_url.partition("?")
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE SCHEMA "{schema}"')
     return f"{base}?schema={schema}"

@@ -15,15 +15,14 @@ import stripe
 from adapters.stripe import sync as sync_module
 from adapters.stripe.processing import process_pending
 from adapters.stripe.sandbox import RunningSandbox
-from adapters.stripe.sync import Sync, run_sync
+from adapters.stripe.sync import Progress, Sync, run_sync
 from adapters.stripe.testing import ADMIN, BillingWorld, event_body, invoice_histories
 from adapters.stripe.webhooks import incoming_event, parse_event
 from billtrail.cli import main
+from billtrail.settings import Settings
 from ledger.app import Ledger
 from ledger.sources import Source
 from ledger.stripe_inbox.domain import Channel, Disposition, SyncPosition, sha256_hex
-
-from .conftest import SEAL_KEY
 
 DAY = 86_400
 
@@ -91,7 +90,7 @@ def test_a_run_that_stops_resumes_from_the_cursor(
     class Crash(Exception):
         pass
 
-    def crash_at(n: int) -> Callable[[str, int, int | None], None]:
+    def crash_at(n: int) -> Progress:
         def progress(phase: str, done: int, total: int | None) -> None:
             if phase == "invoices" and done == n:
                 raise Crash
@@ -171,10 +170,11 @@ def run_cli(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     stripe_sandbox: RunningSandbox,
+    make_settings: Callable[..., Settings],
 ) -> RunCLI:
-    monkeypatch.setenv("BILLTRAIL_DATABASE_URL", database_url)
-    monkeypatch.setenv("BILLTRAIL_VAR_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("BILLTRAIL_SEAL_KEY", SEAL_KEY)
+    # The same database and seal key as the `ledger` fixture's.
+    for name, value in make_settings(database_url, tmp_path / "var").env.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("STRIPE_API_BASE", stripe_sandbox.url)
     monkeypatch.setenv("STRIPE_API_KEY", stripe_sandbox.api_key)
 
