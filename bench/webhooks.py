@@ -344,7 +344,7 @@ def run(
     keep_alive: bool,
     processing: bool = True,
 ) -> dict[str, Any]:
-    from adapters.stripe.client import close_client, make_client
+    from adapters.stripe.client import close_client, limiter_for, make_client
     from adapters.stripe.processing import InboxWorker
     from adapters.stripe.sandbox import start_sandbox
     from billtrail import bootstrap
@@ -374,7 +374,7 @@ def run(
         with plain as port:
             http_floor = drive(port, deliveries, concurrency, keep_alive)
         # Processing behind, in this process (a worker process next to the web ones).
-        worker = InboxWorker(ledger, client, poll=0.5)
+        worker = InboxWorker(ledger, client, limiter=limiter_for(sandbox.api_key), poll=0.5)
         if processing:
             worker.start()
         app = create_app(ledger, None, settings, start_worker=False)

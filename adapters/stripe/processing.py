@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import stripe
 
-from adapters.stripe.client import TokenBucket
+from adapters.stripe.client import TEST_MODE_RATE, TokenBucket
 from adapters.stripe.invoices import InvoiceReader, NotForTheLedger
 from ledger.app import Ledger
 from ledger.errors import LedgerError
@@ -176,7 +176,12 @@ def process_pending(
 class InboxWorker:
     """Processes the inbox in a thread: a pass when woken (after `settle` seconds,
     so a burst coalesces), and every `poll` seconds anyway (events stored by
-    another process, and retries after Stripe was unavailable, with backoff)."""
+    another process, and retries after Stripe was unavailable, with backoff).
+
+    Run one per ledger: with several web processes, start it in one of them (or in
+    a process of its own). Two would re-read the same invoices (twice the Stripe
+    requests); what they record stays right (observations record only changes,
+    a settlement is recorded once)."""
 
     def __init__(
         self,
@@ -190,8 +195,9 @@ class InboxWorker:
     ) -> None:
         self.ledger = ledger
         self.client = client
-        self.limiter = limiter
-        self.reader = InvoiceReader(client, ledger, limiter)
+        # Never unthrottled: without a bucket for the key's mode, test mode's limit.
+        self.limiter = limiter or TokenBucket(TEST_MODE_RATE)
+        self.reader = InvoiceReader(client, ledger, self.limiter)
         self.settle = settle
         self.poll = poll
         self.backoff = tuple(backoff)

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import stripe
 
-from adapters.stripe.client import Throttle, TokenBucket
+from adapters.stripe.client import TEST_MODE_RATE, Throttle, TokenBucket
 from adapters.stripe.invoices import InvoiceReader, NotForTheLedger, pages
 from adapters.stripe.processing import ProcessReport, observe, process_pending, settle
 from adapters.stripe.webhooks import incoming_event, parse_event
@@ -118,9 +118,10 @@ class Sync:
     ) -> None:
         self.ledger = ledger
         self.client = client
-        self.limiter = limiter
-        self.call = Throttle(limiter)
-        self.reader = InvoiceReader(client, ledger, limiter)
+        # Never unthrottled: without a bucket for the key's mode, test mode's limit.
+        self.limiter = limiter or TokenBucket(TEST_MODE_RATE)
+        self.call = Throttle(self.limiter)
+        self.reader = InvoiceReader(client, ledger, self.limiter)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.run_id = run_id or f"sync-{stamp}-{uuid.uuid4().hex[:6]}"
         self.source = Source(SourceKind.SYNC_RUN, self.run_id)
