@@ -5,8 +5,9 @@ scheduler's jobs) or waits for it (a command run by hand). The lock ends with th
 transaction, so a process that dies releases it at once.
 
 On SQLite there is no such lock; nothing is needed either: every job's effect is
-idempotent in the ledger (a sweep by its source, a delivery by its claim), so two
-runners at once do the work once and the second finds nothing left to do."""
+idempotent in the ledger (an invoice becomes past due once, with its notices; a
+delivery attempt is claimed once), so two runners at once do the work once and the
+second finds nothing left to do."""
 
 from __future__ import annotations
 

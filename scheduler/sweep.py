@@ -20,7 +20,7 @@ INVOICES = "invoices"
 
 def sweep_source(today: date) -> Source:
     """One source per swept day, whoever runs it (the daily job, a catch-up on start,
-    `billtrail sweep past-due`), so the same day swept twice changes nothing."""
+    `billtrail sweep past-due`): the events of a day's sweep all name the same run."""
     return Source(SourceKind.SCHEDULER_RUN, f"past-due/{today.isoformat()}")
 
 

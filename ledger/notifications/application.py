@@ -140,8 +140,10 @@ class NotificationCommands(EntityCommands):
         past due, queueing its notices in the same save, then record the sweep of
         `today`. Candidates are Stripe invoice ids (the read model's open and overdue
         invoices); each is decided again here on the invoice itself, so a stale list
-        cannot move the wrong one. Idempotent by `source`: run again, or by a second
-        process, it changes nothing."""
+        cannot move the wrong one. Run again, or by a second process at once, it
+        changes nothing: an invoice becomes past due once, its notices are created
+        with that transition, and a day is recorded as swept once. `source` names the
+        run in every event it records."""
         marked: list[str] = []
         queued: list[UUID] = []
         for stripe_id in dict.fromkeys(candidates):
@@ -155,13 +157,12 @@ class NotificationCommands(EntityCommands):
     def _mark_past_due_and_queue(
         self, stripe_id: str, today: date, source: Source, admins: list[str]
     ) -> list[Notification] | None:
+        # No source keys: the transition happens once by the invoice's own state (an
+        # invoice past due is never open again) and the notices are created only in
+        # its save, so a repeated or concurrent sweep finds nothing to do. A writer
+        # that got there first fails this save on the invoice's version.
         invoice_id = Invoice.create_id(stripe_id)
-        # The same key as `mark_past_due`: whichever path a source took, it marks once.
-        key = self.source_key(source, "mark_past_due", invoice_id)
-        keys = [key] if key else []
         for _ in range(MAX_CONFLICT_RETRIES):
-            if keys and self.ledger_recorder.existing_sources(keys):
-                return None
             at = self.clock()
             invoice = self.load(
                 Invoice, invoice_id, lambda: UnknownInvoice(f"no invoice {stripe_id!r}")
@@ -171,30 +172,29 @@ class NotificationCommands(EntityCommands):
             entity = self.entity(invoice.entity_id)
             notes = past_due_notifications(invoice, entity, admins, today, source, at)
             try:
-                self.save(invoice, *notes, source_keys=keys)
+                self.save(invoice, *notes)
             except IntegrityError:
-                continue  # the invoice changed under us (or the same sweep beat us): decide again
+                continue  # the invoice changed under us (or another sweep beat us): decide again
             return notes
         raise ConcurrentChange(f"mark past due: invoice {stripe_id} kept changing; try again")
 
     def _record_sweep(self, day: date, marked: int, queued: int, source: Source) -> bool:
+        """Record that `day` was swept; once per day, whoever swept it."""
         sweeps_id = PastDueSweeps.create_id()
-        if not self.exists(sweeps_id):
+        for _ in range(MAX_CONFLICT_RETRIES):
             at = self.clock()
-            sweeps = PastDueSweeps.start(source, at)
-            sweeps.complete(day, marked, queued, source, at)
-            key = self.source_key(source, "record_past_due_sweep", sweeps_id)
-            if self._create(sweeps, source_keys=[key] if key else []):
-                return True
-        at = self.clock()
-        return self._change(
-            PastDueSweeps,
-            sweeps_id,
-            "record_past_due_sweep",
-            source,
-            lambda s: s.complete(day, marked, queued, source, at),
-            lambda: NotFound("no past-due sweep was recorded"),
-        )
+            if self.exists(sweeps_id):
+                sweeps = self.load(PastDueSweeps, sweeps_id, lambda: NotFound("no sweeps"))
+            else:
+                sweeps = PastDueSweeps.start(source, at)
+            if not sweeps.complete(day, marked, queued, source, at):
+                return False
+            try:
+                self.save(sweeps)
+            except IntegrityError:
+                continue
+            return True
+        raise ConcurrentChange("the record of past-due sweeps kept changing; try again")
 
     def last_past_due_sweep(self) -> date | None:
         """The latest day a past-due sweep completed for (None: never)."""

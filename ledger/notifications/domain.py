@@ -425,5 +425,7 @@ class PastDueSweeps(LedgerAggregate):
         return self.days[-1] if self.days else None
 
     def complete(self, day: date, marked: int, queued: int, source: Source, at: datetime) -> bool:
+        if day in self.days:
+            return False  # swept before: a repeat finds nothing new to record
         self._record(self.Completed, at, day=day, marked=marked, queued=queued, source=source)
         return True
