@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,9 @@ from ledger.stripe_inbox.application import InboxTail, PendingStripeEvent, Settl
 from ledger.stripe_inbox.domain import Disposition
 
 log = logging.getLogger("billtrail.stripe.processing")
+
+SETTLE_BATCH = 500  # settlements per transaction, at most
+SETTLE_EVERY = 1.0  # seconds: a slow pass still shows its progress
 
 
 class StripeUnavailable(Exception):
@@ -96,6 +100,28 @@ def observe(
     return Disposition.PROCESSED, changed, ""
 
 
+def settlements(
+    group: Sequence[PendingStripeEvent],
+    invoice_id: str,
+    outcome: tuple[Disposition, bool, str],
+    source: Source,
+) -> list[Settlement]:
+    disposition, changed, detail = outcome
+    return [
+        Settlement(
+            e.event_id,
+            disposition,
+            invoice_id=invoice_id,
+            changed=changed,
+            observed_with=source.id,
+            detail=detail,
+            version=e.version,
+            source=source,
+        )
+        for e in group
+    ]
+
+
 def settle(
     ledger: Ledger,
     group: Sequence[PendingStripeEvent],
@@ -103,22 +129,7 @@ def settle(
     outcome: tuple[Disposition, bool, str],
     source: Source,
 ) -> None:
-    disposition, changed, detail = outcome
-    ledger.settle_stripe_events(
-        [
-            Settlement(
-                e.event_id,
-                disposition,
-                invoice_id=invoice_id,
-                changed=changed,
-                observed_with=source.id,
-                detail=detail,
-                version=e.version,
-            )
-            for e in group
-        ],
-        source,
-    )
+    ledger.settle_stripe_events(settlements(group, invoice_id, outcome, source))
 
 
 def process_pending(
@@ -142,34 +153,48 @@ def process_pending(
         pending = ledger.pending_stripe_events(include_failed=include_failed)
     groups = group_by_invoice(pending)
     report = ProcessReport()
-    for done, group in enumerate(groups):
-        if should_stop():
-            report.deferred += sum(len(g) for g in groups[done:])
-            break
-        invoice_id = group[0].invoice_id
-        snapshot: InvoiceSnapshot | NotForTheLedger | LedgerError
-        try:
-            snapshot = reader.read(invoice_id)
-        except LedgerError as exc:  # the invoice names an entity the ledger lacks
-            snapshot = exc
-        except stripe.StripeError as exc:
-            if not is_transient(exc):
-                raise
-            log.warning("Stripe could not give invoice %s now: %s", invoice_id, exc)
-            report.deferred += sum(len(g) for g in groups[done:])
-            break
-        report.invoices_read += 1
-        observed_as = source or observation_source(group)
-        outcome = observe(ledger, snapshot, observed_as)
-        settle(ledger, group, invoice_id, outcome, observed_as)
-        report.invoices_changed += outcome[1]
-        if outcome[0] is Disposition.PROCESSED:
-            report.processed += len(group)
-        elif outcome[0] is Disposition.IGNORED:
-            report.ignored += len(group)
-        else:
-            report.failed += len(group)
-        on_invoice(done + 1, len(groups))
+    # Settlements are recorded many at a time, not in one transaction per invoice:
+    # on SQLite every write transaction takes the one write lock the webhook
+    # endpoint needs. A crash before they are recorded only means the invoices are
+    # re-read again (observations record only changes; a settlement, once).
+    decided: list[Settlement] = []
+    flushed_at = time.monotonic()
+    try:
+        for done, group in enumerate(groups):
+            if should_stop():
+                report.deferred += sum(len(g) for g in groups[done:])
+                break
+            invoice_id = group[0].invoice_id
+            snapshot: InvoiceSnapshot | NotForTheLedger | LedgerError
+            try:
+                snapshot = reader.read(invoice_id)
+            except LedgerError as exc:  # the invoice names an entity the ledger lacks
+                snapshot = exc
+            except stripe.StripeError as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("Stripe could not give invoice %s now: %s", invoice_id, exc)
+                report.deferred += sum(len(g) for g in groups[done:])
+                break
+            report.invoices_read += 1
+            observed_as = source or observation_source(group)
+            outcome = observe(ledger, snapshot, observed_as)
+            decided.extend(settlements(group, invoice_id, outcome, observed_as))
+            if len(decided) >= SETTLE_BATCH or time.monotonic() - flushed_at >= SETTLE_EVERY:
+                ledger.settle_stripe_events(decided)
+                decided.clear()
+                flushed_at = time.monotonic()
+            report.invoices_changed += outcome[1]
+            if outcome[0] is Disposition.PROCESSED:
+                report.processed += len(group)
+            elif outcome[0] is Disposition.IGNORED:
+                report.ignored += len(group)
+            else:
+                report.failed += len(group)
+            on_invoice(done + 1, len(groups))
+    finally:
+        if decided:
+            ledger.settle_stripe_events(decided)
     return report
 
 

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
@@ -70,6 +70,8 @@ class Settlement:
     # the settlement be appended without loading the event, payload and all. None:
     # load it and decide.
     version: int | None = None
+    # Where the decision came from, when it differs from the batch's source.
+    source: Source | None = None
 
 
 _INBOX_TOPICS = topics_of(
@@ -212,24 +214,40 @@ class StripeInboxCommands(LedgerBase):
 
     # Settling ----------------------------------------------------------------------
 
-    def settle_stripe_events(self, settlements: Sequence[Settlement], source: Source) -> int:
-        """Record what became of each event, in one transaction. Settling an event
-        already processed or ignored changes nothing. Returns how many changed."""
+    def settle_stripe_events(
+        self, settlements: Sequence[Settlement], source: Source | None = None
+    ) -> int:
+        """Record what became of each event, each under its own source or else
+        `source`. Settling an event already processed or ignored changes nothing.
+        Returns how many changed. Settlements decided on a known version (processed
+        or ignored) go in one transaction without loading their events; the others
+        (failures, or when another worker got there first) are loaded and decided
+        in a second."""
+        if any((s.source or source) is None for s in settlements):
+            raise ValueError("every settlement needs a source")
+        known = [
+            s
+            for s in settlements
+            if s.version is not None and s.disposition is not Disposition.FAILED
+        ]
+        rest = [s for s in settlements if s not in known]
+        recorded = 0
+        if known:
+            try:
+                recorded += self._settle_known(known, source)
+            except IntegrityError:
+                rest = list(settlements)  # settled meanwhile: load and decide them all
+        return recorded + self._settle_loaded(rest, source)
+
+    def _settle_loaded(self, settlements: Sequence[Settlement], source: Source | None) -> int:
         if not settlements:
             return 0
-        if all(
-            s.version is not None and s.disposition is not Disposition.FAILED for s in settlements
-        ):
-            try:
-                return self._settle_known(settlements, source)
-            except IntegrityError:
-                pass  # settled meanwhile by another worker: load and decide below
         for _ in range(MAX_CONFLICT_RETRIES):
             at = self.clock()
             changed: list[StripeEvent] = []
             for s in settlements:
                 event = self.stripe_event(s.event_id)
-                if _settle(event, s, source, at):
+                if _settle(event, s, s.source or cast(Source, source), at):
                     changed.append(event)
             if not changed:
                 return 0
@@ -240,7 +258,7 @@ class StripeInboxCommands(LedgerBase):
             return len(changed)
         raise ConcurrentChange("Stripe events kept changing while being settled; try again")
 
-    def _settle_known(self, settlements: Sequence[Settlement], source: Source) -> int:
+    def _settle_known(self, settlements: Sequence[Settlement], source: Source | None) -> int:
         """Append each settlement after the version it was decided on, without
         loading the events (each carries its whole payload). The version is the
         optimistic check: if anything was appended since, the save fails as a
@@ -254,7 +272,7 @@ class StripeInboxCommands(LedgerBase):
                 "originator_id": StripeEvent.create_id(s.event_id),
                 "originator_version": s.version + 1,
                 "timestamp": at,
-                "source": source,
+                "source": s.source or source,
             }
             # The event classes' fields are made by the library's metaclass at run time.
             if s.disposition is Disposition.PROCESSED:

@@ -161,6 +161,33 @@ def test_settling_by_known_version_skips_loading_and_falls_back_on_a_conflict(
     assert ledger.verify_seal().ok
 
 
+def test_a_batch_of_settlements_carries_each_its_own_source(ledger: Ledger) -> None:
+    ledger.receive_stripe_events([incoming("evt_1"), incoming("evt_2", "in_2")])
+    first, _ = ledger.pending_stripe_events()
+    with pytest.raises(ValueError, match="source"):
+        ledger.settle_stripe_events([Settlement("evt_1", Disposition.IGNORED, detail="x")])
+    batch = [
+        Settlement(
+            "evt_1",
+            Disposition.PROCESSED,
+            "in_1",
+            True,
+            "evt_1",
+            version=first.version,
+            source=Source("stripe_event", "evt_1"),
+        ),
+        Settlement(
+            "evt_2", Disposition.FAILED, detail="no entity", source=Source("stripe_event", "evt_2")
+        ),
+    ]
+    assert ledger.settle_stripe_events(batch) == 2
+    assert [ledger.history(StripeEvent.create_id(e))[-1].source.id for e in ("evt_1", "evt_2")] == [
+        "evt_1",
+        "evt_2",
+    ]
+    assert ledger.stripe_event("evt_2").disposition is Disposition.FAILED
+
+
 def test_concurrent_receivers_store_each_event_once(ledger: Ledger) -> None:
     batch = [incoming(f"evt_{i}", f"in_{i % 3}") for i in range(30)]
     results: list[list[bool]] = []
