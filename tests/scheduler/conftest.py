@@ -5,7 +5,8 @@ clock only moves when a test moves it, and the scheduler's jobs wired by
 - `smtp`: an aiosmtpd server that requires a login (`smtp.url`), records every
   message it accepts, and can be told to refuse them (`smtp.refuse = "451 ..."`).
 - `smtps`: the same over TLS from the first byte, with the self-signed certificate
-  in `tls/` (valid until 2126), trusted through SSL_CERT_FILE.
+  in `tls/` (valid until 2126), trusted through SSL_CERT_FILE; `starttls`: plain
+  SMTP that requires STARTTLS before anything else.
 - `hooks`: an HTTP server that records every POST and checks its
   Billtrail-Signature with the secret the customer would be given; it can be told
   to answer with an error status (`hooks.status = 500`).
@@ -196,13 +197,24 @@ def smtp() -> Iterator[SmtpServer]:
     yield from _server(SmtpHandler(), "smtp")
 
 
-@pytest.fixture
-def smtps(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
+def _tls_context(monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(TLS_DIR / "cert.pem", TLS_DIR / "key.pem")
     # The mailer verifies certificates against the default CA bundle: this one.
     monkeypatch.setenv("SSL_CERT_FILE", str(TLS_DIR / "cert.pem"))
-    yield from _server(SmtpHandler(), "smtps", ssl_context=context)
+    return context
+
+
+@pytest.fixture
+def smtps(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
+    yield from _server(SmtpHandler(), "smtps", ssl_context=_tls_context(monkeypatch))
+
+
+@pytest.fixture
+def starttls(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
+    """Plain SMTP that refuses everything before STARTTLS (`url` without starttls=1)."""
+    context = _tls_context(monkeypatch)
+    yield from _server(SmtpHandler(), "smtp", tls_context=context, require_starttls=True)
 
 
 # Webhooks --------------------------------------------------------------------------

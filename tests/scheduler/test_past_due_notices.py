@@ -261,6 +261,22 @@ def test_smtps_with_a_login_delivers_over_tls(
     assert len(smtps.received) == 4
 
 
+def test_starttls_upgrades_a_plain_connection_when_the_url_asks_for_it(
+    make_jobs: MakeJobs, world: World, starttls: SmtpServer, clock: ManualClock
+) -> None:
+    world.issue("in_1", "acme", TODAY - timedelta(days=2))
+    plain = make_jobs(BILLTRAIL_SMTP_URL=starttls.url)
+    plain.past_due_sweep(TODAY)
+    refused = plain.deliver_outbox()
+    assert refused is not None
+    assert (refused.sent, refused.failed) == (0, 4)  # the server wants STARTTLS first
+    clock.advance(minutes=1)
+    upgraded = make_jobs(BILLTRAIL_SMTP_URL=f"{starttls.url}&starttls=1").deliver_outbox()
+    assert upgraded is not None
+    assert upgraded.sent == 4
+    assert len(starttls.received) == 4
+
+
 def test_a_wrong_smtp_password_is_retried_not_given_up(
     make_jobs: MakeJobs, world: World, smtp: SmtpServer
 ) -> None:
