@@ -16,7 +16,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+import psycopg
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from psycopg.rows import DictRow
@@ -226,6 +227,15 @@ class LedgerPostgresRecorder(LedgerRecorder, PostgresApplicationRecorder):
                 ),
                 calls,
             )
+        if keys or calls:
+            # In pipeline mode a duplicate key would surface later as "pipeline
+            # aborted" (an OperationalError the library retries, then raises). Sync
+            # here so it is the IntegrityError callers treat as "already applied".
+            try:
+                with curs.connection.pipeline() as pipeline:
+                    pipeline.sync()
+            except psycopg.IntegrityError as exc:
+                raise IntegrityError(str(exc)) from exc
 
     def _fetch_ids_after_insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
