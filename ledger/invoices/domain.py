@@ -76,6 +76,13 @@ def check_totals(lines: list[Line], totals: Totals) -> None:
             raise InvalidInvoice(f"not an invoice line: {line!r}")
 
 
+def _set_lines(aggregate: Any, event: Any) -> None:
+    """Lines and totals as an Issued or LinesRevised event states them (copied: the
+    event's list is replayed forever and must not be shared with live state)."""
+    aggregate.lines = list(event.lines)
+    aggregate.subtotal, aggregate.tax, aggregate.total = event.subtotal, event.tax, event.total
+
+
 class Invoice(LedgerAggregate):
     TOPIC = "billtrail:Invoice"
 
@@ -113,12 +120,7 @@ class Invoice(LedgerAggregate):
             aggregate.number = self.number
             aggregate.issue_date = self.issue_date
             aggregate.due_date = self.due_date
-            aggregate.lines = list(self.lines)
-            aggregate.subtotal, aggregate.tax, aggregate.total = (
-                self.subtotal,
-                self.tax,
-                self.total,
-            )
+            _set_lines(aggregate, self)
             aggregate.status = Status.OPEN
 
     class LinesRevised(Event):
@@ -129,12 +131,7 @@ class Invoice(LedgerAggregate):
         total: Decimal
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.lines = list(self.lines)
-            aggregate.subtotal, aggregate.tax, aggregate.total = (
-                self.subtotal,
-                self.tax,
-                self.total,
-            )
+            _set_lines(aggregate, self)
 
     class PaymentFailed(Event):
         TOPIC = "billtrail:Invoice.PaymentFailed"
