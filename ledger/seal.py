@@ -101,10 +101,15 @@ def verify(
         if link is None:
             break
         if link.seq != expected_seq:
+            # The missing link sealed the event still here when only the link was
+            # removed; when the event went with it, the next sealed one is first.
+            position = link.notification_id
+            if event is not None and event.notification_id < position:
+                position = event.notification_id
             return _found(
                 checked,
                 head,
-                link.notification_id,
+                position,
                 f"seal link {expected_seq} is missing (removed from the seal table)",
             )
         if event is None or event.notification_id > link.notification_id:

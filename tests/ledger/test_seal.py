@@ -150,6 +150,15 @@ def test_a_deleted_event_is_found_at_its_position(ledger: Ledger, raw_log: Any, 
     assert_found(ledger, 4, "the sealed event is missing (removed)")
 
 
+def test_a_deleted_seal_link_is_found_at_its_events_position(
+    ledger: Ledger, raw_log: Any, world: int
+) -> None:
+    """Only the link is gone: the event it sealed is still in the log and is the first
+    bad position (it used to be reported at the next event, whose link is intact)."""
+    raw_log.delete_link(5)
+    assert_found(ledger, 5, "seal link 5 is missing")
+
+
 def test_a_deleted_event_with_its_seal_link_is_found_where_the_chain_breaks(
     ledger: Ledger, raw_log: Any, world: int
 ) -> None:
