@@ -1,8 +1,9 @@
-"""Test support for the inbound half of the adapter (tests and the bench):
-signing webhook bodies as Stripe does, serving the web app on loopback with a
-real WSGI server, a small billing world in the sandbox whose customers are
-billable entities of the ledger, and the invoice histories two ledgers are
-compared by."""
+"""Test support for the adapter (tests, the bench and the whole-system
+simulation): signing webhook bodies as Stripe does, serving the web app on
+loopback with a real WSGI server, a small billing world in the sandbox whose
+customers are billable entities of the ledger, a crash between Stripe's answer
+and the ledger write, an SDK client that retries without pausing, and what two
+ledgers are compared by (invoice histories, every fact)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from adapters.stripe.invoices import ENTITY_METADATA_KEY
+from adapters.stripe.outbound.outbox import AfterCall
 from ledger.app import Ledger
 from ledger.invoices.domain import Invoice
 from ledger.sources import Source
+from ledger.stripe_outbox.domain import StripeRequest
 
 ADMIN = Source("admin", "tests", actor="tests@billtrail.example")
 # Webhook signing secrets for tests: the current one and one being rolled.
@@ -276,3 +279,62 @@ def invoice_histories(ledger: Ledger) -> dict[str, list[tuple[str, dict[str, Any
             for e in events
         ]
     return histories
+
+
+# Who recorded a fact, when, and whether Stripe replayed an answer differ between
+# two runs of the same world by design; the facts must not. The inbox and the sync
+# cursor hold how events reached the ledger, not facts of billing.
+PROVENANCE = frozenset({"timestamp", "source", "originator_topic", "replayed", "answered_at"})
+HOW_IT_ARRIVED = ("billtrail:StripeEvent", "billtrail:SyncCursor")
+
+
+def facts(
+    ledger: Ledger, *, skip: tuple[str, ...] = HOW_IT_ARRIVED
+) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Every aggregate's events in order: what was recorded, not who or when
+    (events whose topic starts with one of `skip` left out)."""
+    found: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    position = None
+    while True:
+        notes = ledger.recorder.select_notifications(
+            start=position, limit=500, inclusive_of_start=False
+        )
+        if not notes:
+            return found
+        for note in notes:
+            position = note.id
+            if note.topic.startswith(skip):
+                continue
+            event = ledger.mapper.to_domain_event(note)
+            body = {k: v for k, v in vars(event).items() if k not in PROVENANCE}
+            body.pop("originator_id")
+            body.pop("originator_version")
+            found.setdefault(str(note.originator_id), []).append((note.topic, body))
+
+
+# Faults ---------------------------------------------------------------------------------
+
+
+class Crash(Exception):
+    """A process dying between Stripe's answer and the ledger write."""
+
+
+def crash_once(key_prefix: str) -> tuple[AfterCall, list[str]]:
+    """An outbox `after_call` hook that raises the first time a request whose key
+    starts with `key_prefix` has been answered; the list gets the keys it crashed on."""
+    crashed: list[str] = []
+
+    def hook(request: StripeRequest) -> None:
+        if request.key.startswith(key_prefix) and not crashed:
+            crashed.append(request.key)
+            raise Crash(request.key)
+
+    return hook, crashed
+
+
+class FastRetries(stripe.RequestsClient):
+    """The SDK's HTTP client, pausing 10 ms between its retries instead of 0.5 s
+    or more (the retries themselves are the SDK's)."""
+
+    def _sleep_time_seconds(self, num_retries: int) -> float:
+        return 0.01

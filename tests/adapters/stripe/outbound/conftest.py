@@ -32,12 +32,14 @@ from adapters.stripe.outbound.subscriptions import BillingTerms, subscription_of
 from adapters.stripe.outbound.usage import push_usage
 from adapters.stripe.sandbox import RunningSandbox, start_sandbox
 from adapters.stripe.sandbox.testing import FAST_RETRIES
+from adapters.stripe.testing import Crash as Crash  # the tests here import it from here
+from adapters.stripe.testing import FastRetries
+from adapters.stripe.testing import crash_once as crash_once
 from billtrail import bootstrap
 from billtrail.settings import Settings
 from ledger.app import Ledger
 from ledger.entities.domain import BillableEntity
 from ledger.sources import Source, SourceKind
-from ledger.stripe_outbox.domain import StripeRequest
 from ledger.usage.application import CallRow
 
 SEAL_KEY = "outbound-tests-seal-key-0123456789abcdef"
@@ -48,31 +50,6 @@ ENTITIES = {
     "acme": ("company", "Europe/Paris", "eur", Decimal("0.0125")),
     "beta": ("organization", "America/Chicago", "usd", Decimal("0.0090")),
 }
-
-
-class Crash(Exception):
-    """A process dying between Stripe's answer and the ledger write."""
-
-
-def crash_once(key_prefix: str) -> tuple[AfterCall, list[str]]:
-    """An `after_call` hook that raises the first time a request whose key starts
-    with `key_prefix` has been answered; the list gets the keys it crashed on."""
-    crashed: list[str] = []
-
-    def hook(request: StripeRequest) -> None:
-        if request.key.startswith(key_prefix) and not crashed:
-            crashed.append(request.key)
-            raise Crash(request.key)
-
-    return hook, crashed
-
-
-class FastRetries(stripe.RequestsClient):
-    """The SDK's HTTP client, pausing 10 ms between its retries instead of 0.5 s
-    or more (the retries themselves are the SDK's)."""
-
-    def _sleep_time_seconds(self, num_retries: int) -> float:
-        return 0.01
 
 
 class Clock:

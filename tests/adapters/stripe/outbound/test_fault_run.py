@@ -29,47 +29,14 @@ from adapters.stripe.outbound.usage import push_usage
 from adapters.stripe.sandbox import RunningSandbox, start_sandbox
 from adapters.stripe.sandbox.testing import FAST_RETRIES
 from adapters.stripe.sync import run_sync
-from ledger.app import Ledger
+from adapters.stripe.testing import Crash, FastRetries, crash_once, facts
 from ledger.entities.domain import BillableEntity
 
-from .conftest import ENTITIES, SEAL_KEY, Crash, FastRetries, World, cards, crash_once, new_world
-
-# Who recorded a fact, when, and whether Stripe replayed an answer differ between
-# the runs by design; the facts must not. The inbox and the sync cursor hold how
-# events reached the ledger, not facts of billing.
-PROVENANCE = {
-    "timestamp",
-    "source",
-    "originator_topic",
-    "replayed",
-    "answered_at",
-}
-HOW_IT_ARRIVED = ("billtrail:StripeEvent", "billtrail:SyncCursor")
+from .conftest import ENTITIES, SEAL_KEY, World, cards, new_world
 
 
 def terms(entity: BillableEntity) -> BillingTerms:
     return BillingTerms("send_invoice", 30) if entity.entity_id == "acme" else BillingTerms()
-
-
-def facts(ledger: Ledger) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """Every aggregate's events in order: what was recorded, not who or when."""
-    found: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    position = None
-    while True:
-        notes = ledger.recorder.select_notifications(
-            start=position, limit=500, inclusive_of_start=False
-        )
-        if not notes:
-            return found
-        for note in notes:
-            position = note.id
-            if note.topic.startswith(HOW_IT_ARRIVED):
-                continue
-            event = ledger.mapper.to_domain_event(note)
-            body = {k: v for k, v in vars(event).items() if k not in PROVENANCE}
-            body.pop("originator_id")
-            body.pop("originator_version")
-            found.setdefault(str(note.originator_id), []).append((note.topic, body))
 
 
 def stripe_holds(world: World) -> dict[str, Any]:
