@@ -21,11 +21,8 @@ clock only moves when a test moves it, and the scheduler's jobs wired by
 
 from __future__ import annotations
 
-import asyncio
-import email
 import hashlib
 import hmac
-import socket
 import ssl
 import threading
 import time
@@ -33,15 +30,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from billtrail import bootstrap
 from billtrail.settings import Settings
@@ -51,11 +44,11 @@ from ledger.invoices.domain import Totals
 from ledger.sources import Source
 from ledger.values import Line, Period
 from scheduler.runner import Jobs
+from scheduler.testing import SmtpHandler, SmtpServer, smtp_server
 from scheduler.webhooks import entity_webhook_secret
 
 SEAL_KEY = "scheduler-tests-seal-key-0123456789abcdef"
 SECRET_KEY = "scheduler-tests-secret-key-0123456789abcdef"
-SMTP_USER, SMTP_PASSWORD = "billtrail", "s3cret:pass@word"
 ADMINS = ("ops@billtrail.test", "boss@billtrail.test")
 TLS_DIR = Path(__file__).parent / "tls"
 D = Decimal
@@ -82,114 +75,9 @@ def wait_until() -> WaitUntil:
 # SMTP ------------------------------------------------------------------------------
 
 
-@dataclass
-class Received:
-    sender: str
-    recipients: list[str]
-    message: Message
-
-    @property
-    def message_id(self) -> str:
-        return str(self.message["Message-ID"])
-
-    @property
-    def body(self) -> str:
-        part = self.message.get_payload(decode=True)
-        assert isinstance(part, bytes)
-        return part.decode()
-
-
-class SmtpHandler:
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.refuse: str | None = None  # e.g. "451 4.3.0 try again later"
-        self.lock = threading.Lock()
-
-    async def handle_MAIL(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        if not session.authenticated:
-            return "530 5.7.0 Authentication required"
-        envelope.mail_from = address
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.refuse:
-            return self.refuse
-        message = email.message_from_bytes(envelope.content)
-        with self.lock:
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
-            n = len(self.received)
-        return f"250 2.0.0 Ok: queued as Q{n}"
-
-    def message_ids(self) -> list[str]:
-        with self.lock:
-            return [r.message_id for r in self.received]
-
-
-def _authenticate(
-    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
-        SMTP_USER.encode(),
-        SMTP_PASSWORD.encode(),
-    )
-    # handled=False: aiosmtpd answers 535 itself (with the default it would stay silent).
-    return AuthResult(success=ok, handled=False)
-
-
-class LoopbackController(Controller):
-    """aiosmtpd's controller on a socket bound beforehand to a free loopback port,
-    so parallel tests never race for a port number."""
-
-    def __init__(self, handler: SmtpHandler, **kwargs: Any) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        port = self.sock.getsockname()[1]
-        super().__init__(
-            handler,
-            hostname="127.0.0.1",
-            port=port,
-            loop=asyncio.new_event_loop(),
-            authenticator=_authenticate,
-            auth_require_tls=False,
-            **kwargs,
-        )
-
-    def _create_server(self) -> Any:
-        return self.loop.create_server(self._factory_invoker, sock=self.sock, ssl=self.ssl_context)
-
-
-@dataclass
-class SmtpServer:
-    handler: SmtpHandler
-    url: str
-
-    @property
-    def received(self) -> list[Received]:
-        return self.handler.received
-
-    @property
-    def refuse(self) -> str | None:
-        return self.handler.refuse
-
-    @refuse.setter
-    def refuse(self, reply: str | None) -> None:
-        self.handler.refuse = reply
-
-
 def _server(handler: SmtpHandler, scheme: str, **kwargs: Any) -> Iterator[SmtpServer]:
-    controller = LoopbackController(handler, **kwargs)
-    controller.start()
-    try:
-        user, password = quote(SMTP_USER, safe=""), quote(SMTP_PASSWORD, safe="")
-        url = (
-            f"{scheme}://{user}:{password}@127.0.0.1:{controller.port}?from=billing@billtrail.test"
-        )
-        yield SmtpServer(handler, url)
-    finally:
-        controller.stop()
-        controller.loop.close()
+    with smtp_server(handler, scheme, **kwargs) as server:
+        yield server
 
 
 @pytest.fixture
