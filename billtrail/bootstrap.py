@@ -20,6 +20,7 @@ from ledger.application import utc_now
 
 if TYPE_CHECKING:
     import stripe
+    from flask import Flask
 
     from scheduler.mailer import SmtpMailer
     from scheduler.runner import Jobs, Schedule
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Clock",
     "checkpoint_file",
+    "close_web_app",
     "eventsourcing_env",
     "ledger",
     "mailer",
@@ -35,6 +37,7 @@ __all__ = [
     "seal_key",
     "stripe_client",
     "utc_now",
+    "web_app",
     "webhook_sender",
 ]
 
@@ -236,3 +239,26 @@ def _stripe_jobs(
         return f"{len(report.figures)} invoice(s) checked, {len(report.findings)} finding(s)"
 
     return push_usage_job, reconcile_job
+
+
+def web_app(settings: Settings | None = None, clock: Clock = utc_now) -> Flask:
+    """The portal and API on the ledger of `settings` (default: the environment),
+    with the read models caught up in process on SQLite. A factory for gunicorn:
+    `gunicorn -w 2 'billtrail.bootstrap:web_app()'` builds one per worker. The app's
+    ledger and Stripe client close with `close_web_app`."""
+    from web import create_app
+
+    settings = settings or Settings.from_env()
+    app = ledger(settings, clock, projections=True)
+    return create_app(app, stripe_client(settings), settings, clock=clock)
+
+
+def close_web_app(web: Flask) -> None:
+    from adapters.stripe.client import close_client
+    from web import services, shutdown
+
+    shutdown(web)
+    found: services.Services = web.extensions[services.KEY]
+    if found.stripe is not None:
+        close_client(found.stripe)
+    found.ledger.close()

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_VAR_DIR = Path("var")
 SANDBOX_API_KEY = "sk_test_billtrail_sandbox"
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
 
 
@@ -92,6 +93,15 @@ class Settings:
     admin_emails: tuple[str, ...] = ()
     # The local time (in `timezone`) of the daily past-due sweep.
     sweep_at: time = time(6, 0)
+    # Session cookies only over HTTPS. Browsers accept them from http://localhost
+    # and 127.0.0.1 too, so only a plain-HTTP deployment elsewhere turns this off.
+    secure_cookies: bool = True
+
+    @property
+    def stripe_dashboard(self) -> str:
+        """Where an invoice's page in the Stripe dashboard lives (test or live mode)."""
+        test = self.stripe_api_key.startswith(("sk_test_", "rk_test_"))
+        return "https://dashboard.stripe.com/test" if test else "https://dashboard.stripe.com"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -124,6 +134,11 @@ class Settings:
             raise SettingsError(
                 f"BILLTRAIL_SWEEP_AT: expected a local time like 06:00, got {sweep_text!r}"
             ) from None
+        secure_text = (env.get("BILLTRAIL_SECURE_COOKIES") or "true").strip().lower()
+        if secure_text not in _BOOLEANS:
+            raise SettingsError(
+                f"BILLTRAIL_SECURE_COOKIES: expected true or false, got {secure_text!r}"
+            )
         return cls(
             database_url=database_url,
             database=DatabaseURL.parse(database_url),
@@ -139,4 +154,5 @@ class Settings:
             env=env,
             admin_emails=admin_emails,
             sweep_at=sweep_at,
+            secure_cookies=_BOOLEANS[secure_text],
         )

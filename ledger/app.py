@@ -9,6 +9,7 @@ from ledger.reconciliation.application import ReconciliationCommands
 from ledger.stripe_inbox.application import StripeInboxCommands
 from ledger.stripe_outbox.application import OutboxCommands
 from ledger.usage.application import UsageCommands
+from ledger.users.application import UserCommands
 
 
 class Ledger(
@@ -19,5 +20,6 @@ class Ledger(
     NotificationCommands,
     OutboxCommands,
     ReconciliationCommands,
+    UserCommands,
 ):
     """billtrail's event-sourced audit ledger."""

@@ -66,3 +66,15 @@ class InvalidSource(LedgerError):
 
 class NotRecordedYet(NotFound):
     """The aggregate had no events at or before the instant asked for."""
+
+
+class InvalidUser(LedgerError):
+    pass
+
+
+class UserExists(LedgerError):
+    pass
+
+
+class UnknownUser(NotFound):
+    pass

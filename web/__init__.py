@@ -1,11 +1,12 @@
 """The web app factory. `create_app` takes the pieces `billtrail.bootstrap` built
-(the ledger, the Stripe client, the settings) and registers the blueprints; it
-builds nothing concrete itself. Blueprints so far: the Stripe webhook endpoint.
-The portal adds its own (and logins) here.
+(the ledger, the Stripe client, the settings, the clock) and registers the
+blueprints; it builds nothing concrete itself.
 
-CSRF protection is on for the whole app from the start, so every form a later
-blueprint adds is covered by default; the webhook endpoint is exempt (Stripe
-signs its deliveries instead).
+Blueprints: `auth` (/login, /logout), `admin` (/admin/...), `billing` (a
+customer's /billing), `api` (/api/..., bearer tokens, OpenAPI), and the Stripe
+webhook endpoint. CSRF protection is on for the whole app, so every form is covered
+by default; the webhook endpoint (Stripe signs its deliveries) and the token-auth
+API (no cookies, so nothing to forge) are exempt.
 
 The app owns background threads (the webhook store's writer, the inbox worker):
 `shutdown(app)` stops them."""
@@ -14,20 +15,36 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import stripe
-from flask import Flask, jsonify, request
-from flask_wtf.csrf import CSRFProtect
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
 
 from ledger.app import Ledger
-from web import stripe_webhook
+from ledger.application import Clock, utc_now
+from projections.base import Store
+from web import auth, formatting, stripe_webhook
+from web.services import KEY, Services
 
 if TYPE_CHECKING:
     from billtrail.settings import Settings
 
 CLOSERS = "billtrail.closers"
+
+# Pages are self-contained: no CDN, no inline script, nothing fetched from outside.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
 
 
 def create_app(
@@ -35,6 +52,7 @@ def create_app(
     stripe_client: stripe.StripeClient | None,
     settings: Settings,
     *,
+    clock: Clock = utc_now,
     start_worker: bool = True,
     batching: bool = True,
     config: dict[str, Any] | None = None,
@@ -45,10 +63,37 @@ def create_app(
     app = Flask(__name__)
     # Without BILLTRAIL_SECRET_KEY (the embedded default) sessions last one process.
     app.config["SECRET_KEY"] = settings.secret_key or secrets.token_hex(32)
+    app.config.update(
+        SESSION_COOKIE_NAME="billtrail_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SECURE=settings.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+        WTF_CSRF_TIME_LIMIT=None,  # a token lives as long as the session
+        MAX_CONTENT_LENGTH=1 << 20,
+    )
     app.config.update(config or {})
+    app.extensions[KEY] = Services(
+        ledger=ledger,
+        store=Store.of(ledger),
+        stripe=stripe_client,
+        settings=settings,
+        clock=clock,
+    )
     csrf = CSRFProtect(app)
     closers: list[Callable[[], None]] = []
     app.extensions[CLOSERS] = closers
+    formatting.init_app(app)
+    auth.init_app(app)
+
+    from web import admin, api, billing
+
+    app.register_blueprint(admin.blueprint)
+    app.register_blueprint(billing.blueprint)
+    app.register_blueprint(api.blueprint)
+    csrf.exempt(api.blueprint)
 
     inbound = stripe_webhook.init_app(
         app,
@@ -62,12 +107,30 @@ def create_app(
     csrf.exempt(stripe_webhook.blueprint)
     closers.append(inbound.close)
 
+    @app.after_request
+    def secure_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError) -> Any:
+        return render_template(
+            "error.html", code=400, message=f"The form expired or was forged: {exc.description}"
+        ), 400
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
-        # Machines (Stripe, API clients) get JSON; pages keep Flask's HTML.
+        # Machines (Stripe, API clients) get JSON; people get a page.
+        code = exc.code or 500
         if request.path.startswith(("/stripe/", "/api/")):
-            return jsonify(error=exc.description or exc.name), exc.code or 500
-        return exc
+            response = jsonify(error=exc.description or exc.name)
+            if code == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="billtrail"'
+            return response, code
+        if code in (301, 302, 303, 307, 308):
+            return exc
+        return render_template("error.html", code=code, message=exc.description), code
 
     return app
 

@@ -62,8 +62,10 @@ def _register_commands() -> None:
         projections,
         sandbox,
         scheduler,
+        serve,
         stripe_commands,
         stripe_sync,
+        users,
     )
 
 

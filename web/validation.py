@@ -1,0 +1,32 @@
+"""Input validation for views: every query string, form and JSON body goes through
+a marshmallow schema, and a value it refuses is a 400 with one clear sentence (an
+HTML page for people, `{"error": ...}` for /api/), never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import abort
+from marshmallow import EXCLUDE, Schema, ValidationError
+
+
+def first_error(messages: Any, prefix: str = "") -> str:
+    """One sentence from marshmallow's nested messages: the first field and why."""
+    if isinstance(messages, Mapping):
+        for field, inner in messages.items():
+            name = f"{prefix}{field}" if field != "_schema" else prefix.rstrip(".")
+            return first_error(inner, f"{name}." if name else "")
+    if isinstance(messages, list | tuple) and messages:
+        return first_error(messages[0], prefix)
+    field = prefix.rstrip(".")
+    return f"{field}: {messages}" if field else str(messages)
+
+
+def load(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` loaded by `schema` (unknown keys ignored), or abort with 400."""
+    try:
+        loaded: dict[str, Any] = schema.load(dict(data), unknown=EXCLUDE)
+    except ValidationError as exc:
+        abort(400, description=first_error(exc.messages))
+    return loaded
