@@ -4,15 +4,14 @@ and that a user's mistake is one line on stderr with nothing recorded."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
-import psycopg
 import pytest
 
-# run_cli(*args) -> Run(code, out, err, last_line); see conftest.py
+# run_cli(*args) -> Run(code, out, err, last_line); see tests/conftest.py
 RunCLI = Callable[..., Any]
 
 
@@ -333,79 +332,92 @@ def test_a_header_without_a_required_column_is_refused(
     assert "lacks column(s) duration_seconds" in one_clear_line(r.err)
 
 
-def _tamper(database_url: str) -> None:
-    """Change the second event's stored bytes behind the application's back."""
-    if database_url.startswith("sqlite"):
-        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
-            conn.execute(
-                "UPDATE stored_events SET state = CAST(REPLACE(CAST(state AS TEXT), "
-                "'0.0125', '0.0001') AS BLOB) WHERE rowid = 2"
-            )
-        return
-    base, schema = database_url.split("?schema=")
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(
-            f'UPDATE "{schema}".ledger_events SET state = convert_to(replace('
-            "convert_from(state, 'UTF8'), '0.0125', '0.0001'), 'UTF8') "
-            "WHERE notification_id = (SELECT min(notification_id) + 1 FROM "
-            f'"{schema}".ledger_events)'
-        )
-
-
-def test_verify_passes_a_clean_log_and_names_the_first_altered_event(
-    run_cli: RunCLI, acme: str, database_url: str
-) -> None:
-    run_cli(
-        "rates",
-        "set",
-        acme,
-        "--per-call",
-        "0.0125",
-        "--currency",
-        "EUR",
-        "--effective-from",
-        "2026-01-01",
-    )
+@pytest.fixture
+def sealed(run_cli: RunCLI, acme: str, database_url: str, raw_log_of: Any) -> Any:
+    """Three events (registered, contracted, revised), verified once, so the seal's
+    checkpoint holds the head; returns the RawLog of its database."""
+    for price, start in (("0.0125", "2026-01-01"), ("0.0100", "2026-02-01")):
+        r = run_cli(
+            "rates", "set", acme, "--per-call", price, "--currency", "EUR",
+            "--effective-from", start,
+        )  # fmt: skip
+        assert r.code == 0, r.err
     clean = run_cli("verify")
-    assert clean.code == 0
-    assert "verified 2 events" in clean.out
-    _tamper(database_url)
-    broken = run_cli("verify")
-    assert broken.code == 1
-    assert "does not match its seal" in broken.err
-    assert "Rate.Contracted" in broken.err
+    assert (clean.code, clean.out) == (0, "verified 3 events: the seal is intact\n")
+    return raw_log_of(database_url)
 
 
-def test_verify_catches_a_cut_tail_through_its_checkpoint(
-    run_cli: RunCLI, acme: str, database_url: str
-) -> None:
-    run_cli(
-        "rates",
-        "set",
-        acme,
-        "--per-call",
-        "0.0125",
-        "--currency",
-        "EUR",
-        "--effective-from",
-        "2026-01-01",
-    )
-    assert run_cli("verify").code == 0
-    if database_url.startswith("sqlite"):
-        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
-            conn.execute("DELETE FROM stored_events WHERE rowid = 2")
-            conn.execute("DELETE FROM ledger_seal WHERE seq = 2")
-    else:
-        base, schema = database_url.split("?schema=")
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(
-                f'DELETE FROM "{schema}".ledger_events WHERE notification_id = '
-                f'(SELECT max(notification_id) FROM "{schema}".ledger_events)'
-            )
-            conn.execute(f'DELETE FROM "{schema}".ledger_seal WHERE seq = 2')
+def _verify_fails_at(run_cli: RunCLI, position: int, what: str) -> None:
     r = run_cli("verify")
-    assert r.code == 1
-    assert "truncated" in r.err
+    assert r.code == 1, r
+    assert one_clear_line(r.err).startswith(f"billtrail: seal broken at log position {position}:")
+    assert what in r.err
+    assert r.out.startswith("checked ")
+
+
+def test_verify_names_an_altered_price_and_its_position(run_cli: RunCLI, sealed: Any) -> None:
+    contracted = sealed.positions()[1]
+    sealed.replace_in_state(contracted, b"0.0125", b"0.0001")
+    _verify_fails_at(run_cli, contracted, "Rate.Contracted")
+    assert "does not match its seal" in run_cli("verify").err
+
+
+def test_verify_catches_a_cut_tail_through_its_checkpoint(run_cli: RunCLI, sealed: Any) -> None:
+    last = sealed.max_position()
+    sealed.delete_event(last)
+    sealed.delete_link(last)
+    _verify_fails_at(run_cli, last, "truncated")
+
+
+# What `verify` names for each kind of tampering: (the index of the position named in
+# the three positions, what it says). The checkpoint written by `sealed` is in force.
+CLI_TAMPERS = {
+    "edit an event": (1, "does not match its seal"),
+    "delete an event": (1, "the sealed event is missing"),
+    "insert an event": (3, "is not in the seal (inserted)"),
+    "reorder events": (1, "altered or reordered"),
+    "truncate events": (2, "the sealed event is missing"),
+    "edit a link": (1, "does not match its seal"),
+    "delete a link": (1, "seal link 2 is missing"),
+    "insert a link": (1, "is not in the seal"),
+    "reorder links": (1, "is not in the seal"),
+    "truncate links": (2, "is not in the seal (inserted)"),
+}
+
+
+@pytest.mark.parametrize("tamper", list(CLI_TAMPERS))
+def test_verify_exits_1_naming_the_first_tampered_position(
+    run_cli: RunCLI, sealed: Any, tamper: str
+) -> None:
+    positions = sealed.positions()
+    first, second, last = positions
+    links = sealed.links()
+    if tamper == "edit an event":
+        sealed.replace_in_state(second, b"0.0125", b"0.0126")
+    elif tamper == "delete an event":
+        sealed.delete_event(second)
+    elif tamper == "insert an event":
+        _oid, _version, topic, state = sealed.row(first)
+        positions.append(sealed.insert_event(uuid4(), 1, topic, state))
+    elif tamper == "reorder events":
+        sealed.swap_states(second, last)
+    elif tamper == "truncate events":
+        sealed.delete_event(last)
+    elif tamper == "edit a link":
+        sealed.set_mac(2, bytes(32))
+    elif tamper == "delete a link":
+        sealed.delete_link_seq(2)
+    elif tamper == "insert a link":
+        # A forged link pushed in at seq 2, the genuine ones after it renumbered.
+        forged = (2, last + 100, bytes(32))
+        sealed.rewrite_links([links[0], forged, *[(s + 1, n, m) for s, n, m in links[1:]]])
+    elif tamper == "reorder links":
+        (s2, n2, m2), (s3, n3, m3) = links[1:]
+        sealed.rewrite_links([links[0], (s2, n3, m3), (s3, n2, m2)])
+    else:
+        sealed.delete_link_seq(3)
+    index, what = CLI_TAMPERS[tamper]
+    _verify_fails_at(run_cli, positions[index], what)
 
 
 def test_demo_builds_a_verified_world_on_the_embedded_default(

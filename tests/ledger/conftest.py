@@ -4,8 +4,8 @@
   into the Ledger as `clock=`, so recorded times are exact and no test sleeps.
 - `ledger`: a `Ledger` built by `billtrail.bootstrap.ledger` on `database_url`
   (parametrised over SQLite and PostgreSQL by tests/conftest.py).
-- `raw_log`: raw SQL on the ledger's own tables, for tampering with the stored log
-  the way an attacker with database access would (bypassing the application).
+- `raw_log`: raw SQL on the ledger's own tables (tests/conftest.py `RawLog`), for
+  tampering with the stored log the way an attacker with database access would.
 - `fresh_ledgers`: for hypothesis tests, a factory of brand-new ledgers (one SQLite
   file or one PostgreSQL schema per example), parametrised over both backends.
 """
@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from billtrail import bootstrap
-from billtrail.settings import DatabaseURL, Settings
+from billtrail.settings import Settings
 from ledger.app import Ledger
 
 SEAL_KEY = "seal-key-for-tests-only-0123456789abcdef"
@@ -81,118 +81,26 @@ def ledger(database_url: str, clock: ManualClock, tmp_path: Path) -> Iterator[Le
         app.close()
 
 
-class RawLog:
-    """The stored log and the ledger's side tables, reached with raw SQL.
-
-    Positions are notification ids: the rowid of `stored_events` on SQLite, the
-    `notification_id` of `<schema>.ledger_events` on PostgreSQL."""
-
-    def __init__(self, database_url: str) -> None:
-        self.db = DatabaseURL.parse(database_url)
-        self.backend = self.db.backend
-        if self.backend == "sqlite":
-            self.events = "stored_events"
-            self.position = "rowid"
-            self.seal, self.sources, self.calls = "ledger_seal", "ledger_sources", "ledger_calls"
-        else:
-            s = f'"{self.db.schema}"'
-            self.events = f"{s}.ledger_events"
-            self.position = "notification_id"
-            self.seal = f"{s}.ledger_seal"
-            self.sources = f"{s}.ledger_sources"
-            self.calls = f"{s}.ledger_calls"
-
-    def run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement in its own committed transaction; `?` marks parameters."""
-        if self.backend == "sqlite":
-            import sqlite3
-
-            assert self.db.path is not None
-            conn = sqlite3.connect(self.db.path)
-            try:
-                with conn:
-                    rows = conn.execute(sql, params).fetchall()
-            finally:
-                conn.close()
-            return rows
-        with psycopg.connect(
-            host=self.db.host,
-            port=self.db.port,
-            user=self.db.user,
-            dbname=self.db.dbname,
-            autocommit=True,
-        ) as conn:
-            cur = conn.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
-            return cur.fetchall() if cur.description else []
-
-    # Reading -----------------------------------------------------------------
-
-    def positions(self) -> list[int]:
-        return [r[0] for r in self.run(f"SELECT {self.position} FROM {self.events} ORDER BY 1")]
-
-    def max_position(self) -> int:
-        return int(self.run(f"SELECT COALESCE(MAX({self.position}), 0) FROM {self.events}")[0][0])
-
-    def count(self, table: str) -> int:
-        return int(self.run(f"SELECT COUNT(*) FROM {getattr(self, table)}")[0][0])
-
-    def state(self, position: int) -> bytes:
-        rows = self.run(f"SELECT state FROM {self.events} WHERE {self.position} = ?", (position,))
-        return bytes(rows[0][0])
-
-    def row(self, position: int) -> tuple[Any, ...]:
-        return self.run(
-            f"SELECT originator_id, originator_version, topic, state FROM {self.events} "
-            f"WHERE {self.position} = ?",
-            (position,),
-        )[0]
-
-    # Tampering ---------------------------------------------------------------
-
-    def set_state(self, position: int, state: bytes) -> None:
-        self.run(f"UPDATE {self.events} SET state = ? WHERE {self.position} = ?", (state, position))
-
-    def swap_states(self, a: int, b: int) -> None:
-        sa, sb = self.state(a), self.state(b)
-        self.set_state(a, sb)
-        self.set_state(b, sa)
-
-    def delete_event(self, position: int) -> None:
-        self.run(f"DELETE FROM {self.events} WHERE {self.position} = ?", (position,))
-
-    def delete_link(self, position: int) -> None:
-        self.run(f"DELETE FROM {self.seal} WHERE notification_id = ?", (position,))
-
-    def insert_event(self, originator_id: uuid.UUID, version: int, topic: str, state: bytes) -> int:
-        """Append a forged event (no seal link: the key is not in the database)."""
-        oid: Any = originator_id.hex if self.backend == "sqlite" else originator_id
-        self.run(
-            f"INSERT INTO {self.events} (originator_id, originator_version, topic, state) "
-            "VALUES (?, ?, ?, ?)",
-            (oid, version, topic, state),
-        )
-        return self.max_position()
-
-
 @pytest.fixture
-def raw_log(database_url: str, ledger: Ledger) -> RawLog:
+def raw_log(database_url: str, ledger: Ledger, raw_log_of: Callable[[str], Any]) -> Any:
     """Depends on `ledger` so that the tables exist."""
-    return RawLog(database_url)
+    return raw_log_of(database_url)
 
 
-FreshLedger = Callable[[], AbstractContextManager[tuple[Ledger, ManualClock, RawLog]]]
+# (ledger, clock, RawLog of tests/conftest.py)
+FreshLedger = Callable[[], AbstractContextManager[tuple[Ledger, ManualClock, Any]]]
 
 
 @pytest.fixture(
     scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
-def fresh_ledgers(request: pytest.FixtureRequest) -> FreshLedger:
+def fresh_ledgers(request: pytest.FixtureRequest, raw_log_of: Callable[[str], Any]) -> FreshLedger:
     """A factory of empty ledgers, cheap enough to make one per hypothesis example."""
     backend: str = request.param
     base = request.getfixturevalue("pg_database") if backend == "postgres" else ""
 
     @contextmanager
-    def fresh() -> Iterator[tuple[Ledger, ManualClock, RawLog]]:
+    def fresh() -> Iterator[tuple[Ledger, ManualClock, Any]]:
         clock = ManualClock()
         with tempfile.TemporaryDirectory(prefix="billtrail-ledger-") as tmp:
             if backend == "sqlite":
@@ -204,7 +112,7 @@ def fresh_ledgers(request: pytest.FixtureRequest) -> FreshLedger:
                 url = f"{base}?schema={schema}"
             app = build_ledger(url, clock, Path(tmp) / "var")
             try:
-                yield app, clock, RawLog(url)
+                yield app, clock, raw_log_of(url)
             finally:
                 app.close()
                 if backend == "postgres":

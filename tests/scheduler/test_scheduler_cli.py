@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,41 +17,13 @@ from ledger.app import Ledger
 TODAY = date(2026, 2, 20)
 
 
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-RunCLI = Callable[..., Run]
+# run_cli(*args) -> Run(code, out, err): tests/conftest.py, in the environment below.
+RunCLI = Callable[..., Any]
 
 
 @pytest.fixture
-def run_cli(
-    scheduler_env: Callable[..., dict[str, str]],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> RunCLI:
-    from billtrail.cli import main
-
-    for name, value in scheduler_env(BILLTRAIL_ADMIN_EMAILS="ops@billtrail.test").items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str) -> Run:
-        capsys.readouterr()
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        else:
-            code = 0
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
+def cli_env(scheduler_env: Callable[..., dict[str, str]]) -> dict[str, str]:
+    return scheduler_env(BILLTRAIL_ADMIN_EMAILS="ops@billtrail.test")
 
 
 @pytest.fixture

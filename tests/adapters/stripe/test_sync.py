@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 import stripe
@@ -18,7 +19,6 @@ from adapters.stripe.sandbox import RunningSandbox
 from adapters.stripe.sync import Progress, Sync, run_sync
 from adapters.stripe.testing import ADMIN, BillingWorld, event_body, invoice_histories
 from adapters.stripe.webhooks import incoming_event, parse_event
-from billtrail.cli import main
 from billtrail.settings import Settings
 from ledger.app import Ledger
 from ledger.sources import Source
@@ -160,36 +160,23 @@ def test_sync_processes_what_webhooks_stored_and_retries_failures(
 
 # The command ---------------------------------------------------------------------------
 
-RunCLI = Callable[..., tuple[int, str, str]]
+# run_cli(*args) -> Run(code, out, err): tests/conftest.py, in the environment below.
+RunCLI = Callable[..., Any]
 
 
 @pytest.fixture
-def run_cli(
+def cli_env(
     database_url: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
     stripe_sandbox: RunningSandbox,
     make_settings: Callable[..., Settings],
-) -> RunCLI:
+) -> dict[str, str]:
     # The same database and seal key as the `ledger` fixture's.
-    for name, value in make_settings(database_url, tmp_path / "var").env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("STRIPE_API_BASE", stripe_sandbox.url)
-    monkeypatch.setenv("STRIPE_API_KEY", stripe_sandbox.api_key)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        else:
-            code = 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+    return {
+        **make_settings(database_url, tmp_path / "var").env,
+        "STRIPE_API_BASE": stripe_sandbox.url,
+        "STRIPE_API_KEY": stripe_sandbox.api_key,
+    }
 
 
 def test_the_command_twice_records_nothing_the_second_time(

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,49 +17,22 @@ from adapters.stripe.sandbox import RunningSandbox
 
 from .conftest import SEAL_KEY
 
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-RunCLI = Callable[..., Run]
+# run_cli(*args) -> Run(code, out, err): tests/conftest.py, in the environment below.
+RunCLI = Callable[..., Any]
 
 
 @pytest.fixture
-def run_cli(
-    database_url: str,
-    tmp_path: Path,
-    sandbox: RunningSandbox,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> RunCLI:
-    from billtrail.cli import main
-
-    monkeypatch.setenv("BILLTRAIL_DATABASE_URL", database_url)
-    monkeypatch.setenv("BILLTRAIL_VAR_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("BILLTRAIL_SEAL_KEY", SEAL_KEY)
-    monkeypatch.setenv("STRIPE_API_BASE", sandbox.url)
-    monkeypatch.setenv("STRIPE_API_KEY", sandbox.api_key)
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str) -> Run:
-        capsys.readouterr()
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        else:
-            code = 0
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
+def cli_env(database_url: str, tmp_path: Path, sandbox: RunningSandbox) -> dict[str, str]:
+    return {
+        "BILLTRAIL_DATABASE_URL": database_url,
+        "BILLTRAIL_VAR_DIR": str(tmp_path / "var"),
+        "BILLTRAIL_SEAL_KEY": SEAL_KEY,
+        "STRIPE_API_BASE": sandbox.url,
+        "STRIPE_API_KEY": sandbox.api_key,
+    }
 
 
-def one_line(run: Run, code: int) -> str:
+def one_line(run: Any, code: int) -> str:
     assert run.code == code, run
     assert "Traceback" not in run.err
     lines = run.err.strip().splitlines()
