@@ -20,6 +20,7 @@ from web.admin import (  # noqa: E402
     invoices,
     notifications,
     past_due,
+    receipts,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "invoices",
     "notifications",
     "past_due",
+    "receipts",
 ]
