@@ -27,8 +27,8 @@ from ledger.invoices.domain import Totals
 from ledger.sources import Source
 from ledger.usage.application import CallRow
 from ledger.values import Line, Period
-from projections.base import Store
 from projections.runner import Runner
+from projections.testing import dump_tables
 
 SEAL_KEY = "seal-key-for-tests-only-0123456789abcdef"
 START = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
@@ -170,18 +170,3 @@ Dump = Callable[[Runner], dict[str, list[tuple[Any, ...]]]]
 @pytest.fixture
 def dump() -> Dump:
     return dump_tables
-
-
-def dump_tables(runner: Runner) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every read-model table, in key order."""
-    tables: dict[str, list[tuple[Any, ...]]] = {}
-    store: Store = runner.store
-    with store.reading() as tx:
-        for p in runner.projections:
-            for table in p.tables:
-                cols = ", ".join(table.col_names)
-                keys = ", ".join(table.key)
-                tables[table.name] = tx.execute(
-                    f"SELECT {cols} FROM {{p}}{table.name} ORDER BY {keys}"
-                )
-    return tables
