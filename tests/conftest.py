@@ -153,6 +153,7 @@ class RawLog:
     def __init__(self, database_url: str) -> None:
         from billtrail.settings import DatabaseURL
 
+        self.url = database_url
         self.db = DatabaseURL.parse(database_url)
         self.backend = self.db.backend
         if self.backend == "sqlite":
@@ -221,14 +222,6 @@ class RawLog:
             for s, n, m in self.run(f"SELECT seq, notification_id, mac FROM {self.seal} ORDER BY 1")
         ]
 
-    def topic_positions(self, topic: str) -> list[int]:
-        return [
-            r[0]
-            for r in self.run(
-                f"SELECT {self.position} FROM {self.events} WHERE topic = ? ORDER BY 1", (topic,)
-            )
-        ]
-
     # Tampering with events -----------------------------------------------------
 
     def set_state(self, position: int, state: bytes) -> None:
@@ -257,6 +250,25 @@ class RawLog:
         )
         return self.max_position()
 
+    def insert_event_at(
+        self, position: int, originator_id: uuid.UUID, version: int, topic: str, state: bytes
+    ) -> None:
+        """Push a forged event in at `position`, moving the events from there on up one."""
+        # Through negative positions: moving them up in place would collide one by one.
+        p = self.position
+        self.run(f"UPDATE {self.events} SET {p} = -{p} WHERE {p} >= ?", (position,))
+        self.run(f"UPDATE {self.events} SET {p} = 1 - {p} WHERE {p} < 0")
+        oid: Any = originator_id.hex if self.backend == "sqlite" else originator_id
+        self.run(
+            f"INSERT INTO {self.events} ({p}, originator_id, originator_version, topic, state) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (position, oid, version, topic, state),
+        )
+
+    def truncate_events(self, position: int) -> None:
+        """Delete the events from `position` on (their links stay)."""
+        self.run(f"DELETE FROM {self.events} WHERE {self.position} >= ?", (position,))
+
     # Tampering with the seal ---------------------------------------------------
 
     def delete_link(self, position: int) -> None:
@@ -274,6 +286,10 @@ class RawLog:
             f"INSERT INTO {self.seal} (seq, notification_id, mac) VALUES (?, ?, ?)",
             (seq, notification_id, mac),
         )
+
+    def truncate_links(self, seq: int) -> None:
+        """Delete the links from `seq` on (their events stay)."""
+        self.run(f"DELETE FROM {self.seal} WHERE seq >= ?", (seq,))
 
     def rewrite_links(self, links: list[tuple[int, int, bytes]]) -> None:
         """Replace the whole seal table with `links` (seq, notification_id, mac)."""

@@ -393,3 +393,149 @@ def test_verifying_while_another_writer_appends_never_reports_tampering(
     assert written[0] >= 40  # the writer really ran alongside
     assert [str(f) for f in findings if f is not None] == []
     assert ledger.verify_seal().checked == 1 + written[0]
+
+
+# Random tampering of the seal table, and more of the events ------------------------------
+
+SEAL_TAMPERS = [
+    "edit_mac",
+    "edit_link_position",
+    "delete_link",
+    "insert_link",
+    "reorder_links",
+    "truncate_links",
+    "insert_event_at",
+    "truncate_events",
+    "truncate_tail",
+]
+
+
+def flip(mac: bytes, byte: int) -> bytes:
+    return mac[:byte] + bytes([mac[byte] ^ 0x80]) + mac[byte + 1 :]
+
+
+# Per kind: every kind runs on each backend, at positions hypothesis draws.
+EXAMPLES_PER_KIND = {"sqlite": 20, "postgres": 6}
+
+
+@pytest.mark.parametrize("tamper", SEAL_TAMPERS)
+def test_random_tampering_of_the_seal_table_is_found_at_the_first_bad_position(
+    fresh_ledgers: Any, tamper: str
+) -> None:
+    """Edit, delete, insert, reorder or truncate links of the seal table (and insert or
+    truncate events) at hypothesis-drawn positions: verification, with the checkpoint
+    of the clean log, fails at the first position the tampering touched, and
+    everything before it verified."""
+
+    @settings(
+        max_examples=EXAMPLES_PER_KIND[fresh_ledgers.backend],
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(data=st.data())
+    def check(data: st.DataObject) -> None:
+        with fresh_ledgers() as (ledger, clock, raw_log):
+            n = build_world(ledger, clock)
+            clean = ledger.verify_seal()
+            assert (clean.ok, clean.checked) == (True, n)
+            checkpoint = clean.head
+            links = raw_log.links()
+            # A fresh log: seq k seals position k, so "position k" means both.
+            assert [(s, p) for s, p, _ in links] == [(k, k) for k in range(1, n + 1)]
+            k = data.draw(st.integers(min_value=1, max_value=n), label="position")
+            unused = data.draw(st.integers(min_value=n + 1, max_value=n + 1000), label="unused")
+            expected = k
+            if tamper == "edit_mac":
+                byte = data.draw(st.integers(min_value=0, max_value=31), label="byte")
+                raw_log.set_mac(k, flip(links[k - 1][2], byte))
+            elif tamper == "edit_link_position":
+                raw_log.rewrite_links(
+                    [(s, unused if s == k else p, m) for s, p, m in links]
+                )  # link k now names a position no event has
+            elif tamper == "delete_link":
+                raw_log.delete_link_seq(k)
+            elif tamper == "insert_link":
+                k = data.draw(st.integers(min_value=1, max_value=n + 1), label="before")
+                forged = (k, unused, data.draw(st.binary(min_size=32, max_size=32)))
+                raw_log.rewrite_links(
+                    [(s, p, m) for s, p, m in links if s < k]
+                    + [forged]
+                    + [(s + 1, p, m) for s, p, m in links if s >= k]
+                )
+                # Appended after the last: a link for a position with no event.
+                expected = k if k <= n else unused
+            elif tamper == "reorder_links":
+                j = data.draw(st.integers(min_value=1, max_value=n).filter(lambda j: j != k))
+                a, b = links[k - 1], links[j - 1]
+                swap_macs_only = data.draw(st.booleans(), label="macs only")
+                moved = {
+                    k: (k, a[1] if swap_macs_only else b[1], b[2]),
+                    j: (j, b[1] if swap_macs_only else a[1], a[2]),
+                }
+                raw_log.rewrite_links([moved.get(s, (s, p, m)) for s, p, m in links])
+                expected = min(k, j)
+            elif tamper == "truncate_links":
+                raw_log.truncate_links(k)
+            elif tamper == "insert_event_at":
+                _oid, _version, topic, state = raw_log.row(
+                    data.draw(st.integers(min_value=1, max_value=n), label="copied")
+                )
+                raw_log.insert_event_at(k, uuid4(), 1, topic, state)
+            elif tamper == "truncate_events":
+                raw_log.truncate_events(k)
+            else:  # events and links cut together: only the checkpoint shows it
+                raw_log.truncate_events(k)
+                raw_log.truncate_links(k)
+                unchecked = ledger.verify_seal()
+                assert (unchecked.ok, unchecked.checked) == (True, k - 1)
+                expected = n
+            result = ledger.verify_seal(checkpoint)
+            assert result.finding is not None, tamper
+            assert result.finding.position == expected, (tamper, str(result.finding))
+            # Everything before the finding verified; nothing after it was counted.
+            assert result.checked == min(expected, k) - 1, (tamper, result.checked)
+
+    check()
+
+
+def test_a_log_grown_by_two_writers_in_any_interleaving_is_never_flagged(
+    fresh_ledgers: Any, tmp_path: Any
+) -> None:
+    """Two ledgers on one database (two processes) append in a random interleaving;
+    every verification, by either, against every earlier checkpoint, is clean."""
+
+    @settings(
+        max_examples=EXAMPLES[fresh_ledgers.backend] // 3,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(writers=st.lists(st.sampled_from([0, 1]), min_size=1, max_size=10))
+    def check(writers: list[int]) -> None:
+        with fresh_ledgers() as (ledger, clock, raw_log):
+            ledger.register_entity("Acme", "company", ADMIN)
+            other = bootstrap.ledger(
+                Settings.from_env(
+                    {
+                        "BILLTRAIL_DATABASE_URL": raw_log.url,
+                        "BILLTRAIL_SEAL_KEY": "seal-key-for-tests-only-0123456789abcdef",
+                        "BILLTRAIL_VAR_DIR": str(tmp_path / "other"),
+                    }
+                ),
+                clock=clock,
+            )
+            try:
+                checkpoints: list[Link | None] = [None]
+                for n, writer in enumerate(writers):
+                    clock.advance(seconds=1)
+                    (ledger, other)[writer].rename_entity("acme", f"Acme {n}", ADMIN)
+                    for verifier in (ledger, other):
+                        result = verifier.verify_seal(checkpoints[-1])
+                        assert result.ok, result.finding
+                    checkpoints.append(result.head)
+                for checkpoint in checkpoints:
+                    result = other.verify_seal(checkpoint)
+                    assert (result.ok, result.checked) == (True, 1 + len(writers))
+            finally:
+                other.close()
+
+    check()
