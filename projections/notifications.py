@@ -1,8 +1,12 @@
 """Notifications: who is told what about which invoice, and through which channel,
-as the ledger's facts call for it (the portal's Notifications page). A customer's
-channel is its preference for the topic as recorded when the fact was; admins are
-told of every past-due invoice in the portal. Delivery (the outbox) is the
-scheduler's; this is the record of what is due to be said."""
+as the ledger's facts call for it. A customer's channel is its preference for the
+topic as recorded when the fact was; admins are told of every past-due invoice in
+the portal.
+
+And the notices the ledger queued (the Notification aggregates, the outbox the
+scheduler delivers), one row each with its delivery state: attempts, the last
+error, sent / retrying / gave up / withdrawn (the portal's Notifications page and
+the past-due queue's "last notification")."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from eventsourcing.utils import get_topic
 
 from ledger.entities.domain import DEFAULT_PREFERENCES, BillableEntity
 from ledger.invoices.domain import Invoice
+from ledger.notifications.domain import DeliveryStatus, Notification
 from projections.base import Col, Delivered, Projection, Store, Table, Tx, entity_key
 
 NOTIFICATIONS = Table(
@@ -54,6 +59,49 @@ REFS = Table(
     key=("invoice_id",),
 )
 
+# One row per queued notice. `position` is the log position of its latest event
+# (what "last notification" orders by); `queued_position` of its Queued event (the
+# list's order, stable while deliveries go on).
+DELIVERIES = Table(
+    name="proj_notification_deliveries",
+    cols=(
+        Col("notification_id", "text", False),
+        Col("queued_position", "bigint", False),
+        Col("position", "bigint", False),
+        Col("invoice_stripe_id", "text", False),
+        Col("number", "text", False),
+        Col("entity_id", "text", False),
+        Col("transition", "text", False),
+        Col("topic", "text", False),
+        Col("audience", "text", False),
+        Col("channel", "text", False),
+        Col("recipient", "text", False),
+        Col("status", "text", False),
+        Col("attempts", "int", False),
+        Col("last_error", "text", False),
+        Col("detail", "text", False),
+        Col("queued_at", "timestamp", False),
+        Col("updated_at", "timestamp", False),
+        Col("next_attempt_at", "timestamp"),
+        Col("sent_at", "timestamp"),
+    ),
+    key=("notification_id",),
+    indexes=(
+        ("queued_position",),
+        ("status", "queued_position"),
+        ("invoice_stripe_id", "position"),
+    ),
+)
+
+_DELIVERY_EVENTS = (
+    Notification.Queued,
+    Notification.DeliveryAttempted,
+    Notification.DeliveryFailed,
+    Notification.Sent,
+    Notification.GaveUp,
+    Notification.Withdrawn,
+)
+
 _TOPIC_OF = {
     Invoice.Issued: "invoice_issued",
     Invoice.PaymentFailed: "payment_failed",
@@ -64,8 +112,8 @@ _TOPIC_OF = {
 
 class NotificationsProjection(Projection):
     name = "notifications"
-    version = 1
-    tables = (NOTIFICATIONS, PREFS, REFS)
+    version = 2
+    tables = (NOTIFICATIONS, PREFS, REFS, DELIVERIES)
     topics = tuple(
         get_topic(c)
         for c in (
@@ -73,10 +121,48 @@ class NotificationsProjection(Projection):
             BillableEntity.NotificationPreferencesChanged,
             Invoice.Drafted,
             *_TOPIC_OF,
+            *_DELIVERY_EVENTS,
         )
     )
 
     def process(self, tx: Tx, page: Sequence[Delivered]) -> None:
+        self._deliveries(tx, [d for d in page if isinstance(d.event, Notification.Event)])
+        self._due(tx, [d for d in page if not isinstance(d.event, Notification.Event)])
+
+    def _deliveries(self, tx: Tx, page: Sequence[Delivered]) -> None:
+        """Fold the notices' events into their rows: the rows a page touches are read
+        once and written back once (new ones inserted, the others updated)."""
+        if not page:
+            return
+        keys = sorted(
+            {
+                d.event.originator_id.hex
+                for d in page
+                if not isinstance(d.event, Notification.Queued)
+            }
+        )
+        rows = {r["notification_id"]: r for r in tx.select_in(DELIVERIES, "notification_id", keys)}
+        new: set[str] = set()
+        changed: set[str] = set()
+        for d in page:
+            e = d.event
+            key = e.originator_id.hex
+            if isinstance(e, Notification.Queued):
+                rows[key] = _queued_row(key, d.id, e)
+                new.add(key)
+            elif key not in rows:
+                continue
+            else:
+                rows[key] = _delivery_step(rows[key], e)
+            rows[key]["position"] = d.id
+            rows[key]["updated_at"] = e.timestamp
+            changed.add(key)
+        tx.insert(DELIVERIES, [rows[k] for k in sorted(new)])
+        tx.upsert(DELIVERIES, [rows[k] for k in sorted(changed - new)])
+
+    def _due(self, tx: Tx, page: Sequence[Delivered]) -> None:
+        if not page:
+            return
         invoice_keys = sorted(
             {
                 d.event.originator_id.hex
@@ -142,6 +228,48 @@ class NotificationsProjection(Projection):
         tx.insert(NOTIFICATIONS, out)
 
 
+def _queued_row(key: str, position: int, e: Any) -> dict[str, Any]:
+    return {
+        "notification_id": key,
+        "queued_position": position,
+        "invoice_stripe_id": e.invoice_stripe_id,
+        "number": str(e.notice.get("number", "")),
+        "entity_id": str(e.notice.get("entity_id", "")),
+        "transition": e.transition,
+        "topic": e.topic,
+        "audience": e.audience,
+        "channel": e.channel,
+        "recipient": e.recipient,
+        "status": DeliveryStatus.QUEUED.value,
+        "attempts": 0,
+        "last_error": "",
+        "detail": "",
+        "queued_at": e.timestamp,
+        "next_attempt_at": None,
+        "sent_at": None,
+    }
+
+
+def _delivery_step(row: dict[str, Any], e: Any) -> dict[str, Any]:
+    """The row after one delivery event: the same state the aggregate's `apply`
+    gives (a property test holds the two together)."""
+    row = dict(row)
+    if isinstance(e, Notification.DeliveryAttempted):
+        row.update(attempts=e.attempt, status=DeliveryStatus.SENDING.value)
+        row["next_attempt_at"] = e.lease_until
+    elif isinstance(e, Notification.DeliveryFailed):
+        row.update(status=DeliveryStatus.RETRYING.value, last_error=e.error)
+        row["next_attempt_at"] = e.next_attempt_at
+    elif isinstance(e, Notification.Sent):
+        row.update(status=DeliveryStatus.SENT.value, detail=e.detail, next_attempt_at=None)
+        row["sent_at"] = e.timestamp
+    elif isinstance(e, Notification.GaveUp):
+        row.update(status=DeliveryStatus.GAVE_UP.value, last_error=e.reason, next_attempt_at=None)
+    elif isinstance(e, Notification.Withdrawn):
+        row.update(status=DeliveryStatus.WITHDRAWN.value, last_error=e.reason, next_attempt_at=None)
+    return row
+
+
 @dataclass(frozen=True)
 class NotificationRow:
     position: int
@@ -174,3 +302,72 @@ def list_notifications(
             f"ORDER BY position DESC, audience LIMIT {int(limit)}",
         )
     return [NotificationRow(**r) for r in rows]
+
+
+# Delivery states a billing admin must act on: failing (a retry is due) or failed
+# for good.
+FAILED = (DeliveryStatus.RETRYING.value, DeliveryStatus.GAVE_UP.value)
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    notification_id: str
+    queued_position: int
+    position: int
+    invoice_stripe_id: str
+    number: str
+    entity_id: str
+    transition: str
+    topic: str
+    audience: str
+    channel: str
+    recipient: str
+    status: str
+    attempts: int
+    last_error: str
+    detail: str
+    queued_at: datetime
+    updated_at: datetime
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeliveryPage:
+    rows: list[DeliveryRow]
+    next_cursor: int | None  # pass as `before` for the next (older) page
+
+
+def list_deliveries(
+    store: Store,
+    *,
+    status: str | None = None,
+    failed: bool = False,
+    before: int | None = None,
+    limit: int = 100,
+) -> DeliveryPage:
+    """The queued notices with their delivery state, newest queued first. `status`:
+    one delivery status; `failed`: only those failing or failed for good. Page with
+    `before` = the previous page's `next_cursor`."""
+    conds: list[str] = []
+    params: list[Any] = []
+    with store.reading() as tx:
+        if status is not None:
+            conds.append("status = ?")
+            params.append(status)
+        if failed:
+            clause, values = tx.in_list(FAILED)
+            conds.append(f"status {clause}")
+            params.extend(values)
+        if before is not None:
+            conds.append("queued_position < ?")
+            params.append(before)
+        rows = tx.select(
+            DELIVERIES,
+            " AND ".join(conds),
+            params,
+            f"ORDER BY queued_position DESC LIMIT {int(limit) + 1}",
+        )
+    found = [DeliveryRow(**r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return DeliveryPage(found, found[-1].queued_position if more and found else None)
