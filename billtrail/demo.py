@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import heapq
 import random
+import secrets
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -673,3 +674,38 @@ def build_world(
     world.sync()
     report.statuses = dict(Counter(i.status.value for i in app.invoices()))
     return report
+
+
+# The portal's logins -----------------------------------------------------------------
+
+# The customer shown in the portal: Okapi has an invoice past due, so "Your Billing"
+# has something to say.
+CUSTOMER_ENTITY = LEAVES_AUGUST_UNPAID
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    email: str
+    role: str
+    password: str
+    entity_id: str | None = None
+
+
+def add_logins(app: Ledger) -> list[DemoLogin]:
+    """An admin and a customer of CUSTOMER_ENTITY, each with a password made for this
+    run and printed by the demo: a fixed one would work on every demo database ever
+    built, including one left serving on a shared machine."""
+    customer = app.entity(CUSTOMER_ENTITY)
+    logins = [
+        DemoLogin(ADMIN, "admin", secrets.token_urlsafe(12)),
+        DemoLogin(customer.emails[0], "customer", secrets.token_urlsafe(12), CUSTOMER_ENTITY),
+    ]
+    for login in logins:
+        app.add_user(
+            login.email,
+            login.role,
+            login.password,
+            _seed_source(f"users/{login.email}"),
+            entity_id=login.entity_id,
+        )
+    return logins

@@ -8,11 +8,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
 from billtrail import bootstrap
 from billtrail.cli import cli, user_errors
+from billtrail.cli.serve import serve_portal
 from billtrail.settings import SANDBOX_API_KEY, Settings
 from ledger.errors import LedgerError
 
@@ -50,6 +52,51 @@ def stripe_for_demo(settings: Settings, directory: Path) -> Iterator[tuple[objec
         running.stop()
 
 
+@contextmanager
+def stripe_while_serving(settings: Settings, directory: Path, portal: str) -> Iterator[Settings]:
+    """The settings the portal serves the demo with: Stripe where the world was built.
+    On STRIPE_API_BASE as it is; else the sandbox again, from the state the build
+    saved, with its webhooks sent to the portal (so an admin's action on an invoice
+    comes back from Stripe as it would in production), until the portal stops."""
+    if settings.stripe_api_base:
+        yield settings
+        return
+    from adapters.stripe.client import close_client, make_client
+    from adapters.stripe.sandbox import start_sandbox
+    from adapters.stripe.sync import EVENT_TYPES
+
+    running = start_sandbox(state_file=directory / STATE_FILE)
+    client = make_client(running.api_key, running.url)
+    try:
+        # The types billtrail follows (sync's list); the SDK types each as a literal.
+        followed: Any = list(EVENT_TYPES)
+        endpoint = client.v1.webhook_endpoints.create(
+            {"url": f"{portal}stripe/webhook", "enabled_events": followed}
+        )
+        assert endpoint.secret is not None  # Stripe shows it once, on creation
+        env = {
+            **settings.env,
+            "STRIPE_API_BASE": running.url,
+            "STRIPE_API_KEY": running.api_key,
+            "STRIPE_WEBHOOK_SECRET": endpoint.secret,
+        }
+        try:
+            yield Settings.from_env(env)
+        finally:
+            # The saved state must not keep sending webhooks to a portal that is gone.
+            client.v1.webhook_endpoints.delete(endpoint.id)
+    finally:
+        close_client(client)
+        running.stop()
+
+
+def serve_demo(settings: Settings, directory: Path, host: str, port: int) -> None:
+    portal = f"http://{host}:{port}/"
+    with stripe_while_serving(settings, directory, portal) as serving:
+        click.echo(f"\nThe portal on {portal}  (Ctrl-C stops it)")
+        serve_portal(serving, host, port)
+
+
 def _reset_sandbox(base: str) -> bool:
     """Empty the sandbox at `base` (True), or leave alone what is not one (False):
     the demo builds its world from scratch, in Stripe as in its database, or the
@@ -81,7 +128,7 @@ def demo(directory: Path, seed: int, port: int, no_serve: bool) -> None:
     """Build a realistic quarter of billing in DIR/billtrail.db, from scratch, with
     Stripe (the sandbox in process, or STRIPE_API_BASE when set: a sandbox there is
     reset first) billing it."""
-    from billtrail.demo import STORY_STARTS, SimulatedClock, build_world
+    from billtrail.demo import STORY_STARTS, SimulatedClock, add_logins, build_world
 
     directory.mkdir(parents=True, exist_ok=True)
     db = directory / "billtrail.db"
@@ -108,6 +155,7 @@ def demo(directory: Path, seed: int, port: int, no_serve: bool) -> None:
                 # Each run's keys are its own: a long-lived sandbox has seen others.
                 key_prefix=f"demo-{uuid.uuid4().hex[:8]}/",
             )
+        logins = add_logins(app)
         checked = app.verify_seal().checked
     finally:
         app.close()
@@ -136,3 +184,11 @@ def demo(directory: Path, seed: int, port: int, no_serve: bool) -> None:
         "  billtrail entities list; billtrail invoices list; billtrail history rate "
         "harbour-dental-group; billtrail verify"
     )
+    click.echo("\nPortal logins (passwords made for this run):")
+    for login in logins:
+        entity = f" of {login.entity_id}" if login.entity_id else ""
+        click.echo(f"  {login.role}{entity}: {login.email}  password: {login.password}")
+    if no_serve:
+        click.echo("  serve it with: billtrail serve")
+        return
+    serve_demo(settings, directory, "127.0.0.1", port)
