@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -141,4 +142,6 @@ def test_the_demo_serves_the_portal_with_the_sandbox_that_billed_the_world(
     assert settings.stripe_api_base.startswith("http://127.0.0.1:")
     assert settings.stripe_webhook_secrets  # Stripe's webhooks come back to the portal
     # ... while it serves: the saved state sends nothing to a portal that is gone.
-    assert "127.0.0.1:5999" not in (world / demo_command.STATE_FILE).read_text()
+    saved = json.loads((world / demo_command.STATE_FILE).read_text())
+    endpoints = saved["objects"]["webhook_endpoint"].values()
+    assert [e["url"] for e in endpoints if not e.get("_deleted")] == []
