@@ -83,14 +83,14 @@ def test_the_list_filters_combine(as_admin: Get, world: World) -> None:
 
 
 def test_the_list_sorts_by_total_either_way(as_admin: Get) -> None:
-    up = as_admin("/api/invoices", sort="total")[1]["invoices"]
+    up = as_admin("/api/invoices", sort="total_asc")[1]["invoices"]
     totals = [float(row["total"]) for row in up]
     assert totals == sorted(totals)
-    down = as_admin("/api/invoices", sort="-total")[1]["invoices"]
+    down = as_admin("/api/invoices", sort="total_desc")[1]["invoices"]
     assert [row["stripe_id"] for row in down] == [row["stripe_id"] for row in reversed(up)]
 
 
-@pytest.mark.parametrize("sort", ["-date", "date", "-total", "total"])
+@pytest.mark.parametrize("sort", ["date_desc", "date_asc", "total_desc", "total_asc"])
 def test_keyset_pages_cover_the_list_once(as_admin: Get, sort: str) -> None:
     whole = as_admin("/api/invoices", sort=sort, limit=1000)[1]["invoices"]
     paged = walk(as_admin, "/api/invoices", "invoices", sort=sort, limit=3)
@@ -100,7 +100,7 @@ def test_keyset_pages_cover_the_list_once(as_admin: Get, sort: str) -> None:
 
 def test_a_cursor_from_another_sort_or_forged_is_a_400(as_admin: Get) -> None:
     cursor = as_admin("/api/invoices", limit=2)[1]["next_cursor"]
-    status, body = as_admin("/api/invoices", limit=2, sort="total", after=cursor)
+    status, body = as_admin("/api/invoices", limit=2, sort="total_asc", after=cursor)
     assert status == 400
     assert body["error"].startswith("after:")
     assert as_admin("/api/invoices", after="not-a-cursor")[0] == 400
@@ -118,9 +118,10 @@ def test_the_list_as_of_a_day_shows_the_statuses_then(as_admin: Get) -> None:
 def test_a_customer_lists_only_its_own_invoices(as_acme: Get, world: World) -> None:
     status, body = as_acme("/api/invoices")
     assert status == 200
-    assert sorted(numbers(body)) == sorted(world.of("acme"))
+    assert sorted(map(str, numbers(body))) == sorted(world.of("acme"))
     assert {row["entity_id"] for row in body["invoices"]} == {"acme"}
-    assert sorted(numbers(as_acme("/api/invoices", entity="acme")[1])) == sorted(world.of("acme"))
+    mine = as_acme("/api/invoices", entity="acme")[1]
+    assert sorted(map(str, numbers(mine))) == sorted(world.of("acme"))
 
 
 def test_a_customer_filtering_on_another_entity_gets_404(as_acme: Get) -> None:

@@ -19,6 +19,7 @@ from projections.invoices import (
 )
 from web.api import answer, blueprint, mine, visible_entity
 from web.api.schemas import (
+    SORTS,
     ExplanationQuery,
     InvoiceDetailOut,
     InvoiceListQuery,
@@ -36,6 +37,7 @@ def invoices() -> Response:
     """Invoices, filtered and sorted, a page at a time.
     A customer sees its own entity's; `entity` naming another entity is a 404."""
     args = load(InvoiceListQuery(), request.args)
+    sort, descending = SORTS[args["sort"]]
     query = InvoiceQuery(
         entity_id=visible_entity(args["entity"]),
         status=args["status"],
@@ -43,8 +45,8 @@ def invoices() -> Response:
         issued_to=args["to"],
         search=args["q"],
         as_of=args["as_of"],
-        sort=args["sort"].lstrip("-"),
-        descending=args["sort"].startswith("-"),
+        sort=sort,
+        descending=descending,
     )
     try:
         page = list_invoices(services().store, query, limit=args["limit"], after=args["after"])

@@ -16,8 +16,13 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from billtrail.explain_schema import DecimalString
 from projections.invoices import STATUSES
 
-# `-date` newest first (the default), `date` oldest first; `total` likewise.
-SORTS = ("-date", "date", "-total", "total")
+# The admin list's sort values (newest first by default): sort -> (column, descending).
+SORTS = {
+    "date_desc": ("date", True),
+    "date_asc": ("date", False),
+    "total_desc": ("total", True),
+    "total_asc": ("total", False),
+}
 
 
 def _no_control_characters(value: str) -> None:
@@ -54,9 +59,8 @@ class InvoiceListQuery(Schema):
     )
     to = fields.Date(load_default=None, metadata={"description": "Issued on or before."})
     sort = fields.String(
-        validate=validate.OneOf(SORTS),
-        load_default="-date",
-        metadata={"description": "A leading '-' sorts descending."},
+        validate=validate.OneOf(list(SORTS)),
+        load_default="date_desc",
     )
     after = _text(
         200, load_default=None, metadata={"description": "The previous page's next_cursor."}
