@@ -190,6 +190,7 @@ class CorrectionKind(StrEnum):
     DUPLICATE_CALLS = "duplicate_calls"
     CREDIT = "credit"
     WRITE_OFF = "write_off"
+    VOID = "void"
 
 
 class Correction(LedgerAggregate):

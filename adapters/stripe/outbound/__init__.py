@@ -13,7 +13,7 @@ Public API:
 - `usage.push_usage(outbox, *, days=None, entity_ids=None) -> UsagePushReport`:
   one meter event per entity and day, corrections for the difference.
 - `corrections.correct_wrong_rate`, `credit_duplicate_calls`, `issue_credit`,
-  `write_off`: an admin's corrections, each with a reason and an actor.
+  `write_off`, `void_invoice`: an admin's corrections, each with a reason and an actor.
 - `invoice_pull.observe_invoices` / `pull_invoices_from_stripe`: record in the
   ledger what Stripe now holds for invoices (the inbound half's mapping).
 

@@ -12,6 +12,7 @@ correction already completed changes nothing.
   were invoiced, with the duplicate call ids as its evidence.
 - `issue_credit`: a credit (an adjustment in billtrail) as a Stripe credit note.
 - `write_off`: mark an open invoice uncollectible.
+- `void_invoice`: void an open or uncollectible invoice, replacing it with nothing.
 
 Keys: `billtrail/correction/<correction id>/<step>`; the correction id is derived
 from the invoice and the correction's facts, so the same command with the same
@@ -344,6 +345,22 @@ def _void(outbox: Outbox, correction_id: str, stripe_id: str) -> None:
     )
 
 
+def _mark_uncollectible(outbox: Outbox, correction_id: str, stripe_id: str) -> None:
+    client = outbox.client
+
+    def mark(params: InvoiceMarkUncollectibleParams, options: RequestOptions) -> stripe.Invoice:
+        return client.v1.invoices.mark_uncollectible(stripe_id, params, options)
+
+    _transition(
+        outbox,
+        _key(correction_id, "mark_uncollectible"),
+        "invoices.mark_uncollectible",
+        stripe_id,
+        mark,
+        "uncollectible",
+    )
+
+
 def _transition(
     outbox: Outbox,
     key: str,
@@ -557,47 +574,73 @@ def _credit(
     )
 
 
-# Write-off ------------------------------------------------------------------------------
+# Status changes ------------------------------------------------------------------------
 
 
 def write_off(outbox: Outbox, invoice_ref: str, *, reason: str, actor: str) -> CorrectionResult:
     """Mark an open invoice uncollectible in Stripe (Stripe keeps it payable)."""
+    return _status_correction(
+        outbox,
+        invoice_ref,
+        kind=CorrectionKind.WRITE_OFF,
+        allowed=(Status.OPEN, Status.PAST_DUE),
+        refusal="only an open invoice can be written off",
+        send=_mark_uncollectible,
+        result="written_off",
+        reason=reason,
+        actor=actor,
+    )
+
+
+def void_invoice(outbox: Outbox, invoice_ref: str, *, reason: str, actor: str) -> CorrectionResult:
+    """Void an open or uncollectible invoice in Stripe: nothing is owed on it any
+    more, and nothing replaces it (`correct_wrong_rate` voids and replaces)."""
+    return _status_correction(
+        outbox,
+        invoice_ref,
+        kind=CorrectionKind.VOID,
+        allowed=(Status.OPEN, Status.PAST_DUE, Status.UNCOLLECTIBLE),
+        refusal="only an open or uncollectible invoice can be voided"
+        " (issue a credit note for a paid one)",
+        send=_void,
+        result="voided",
+        reason=reason,
+        actor=actor,
+    )
+
+
+def _status_correction(
+    outbox: Outbox,
+    invoice_ref: str,
+    *,
+    kind: CorrectionKind,
+    allowed: tuple[Status, ...],
+    refusal: str,
+    send: Callable[[Outbox, str, str], None],
+    result: str,
+    reason: str,
+    actor: str,
+) -> CorrectionResult:
+    """Move an invoice to a status in Stripe as a correction: recorded, sent once
+    (`send`), then what Stripe reports recorded in the ledger."""
     ledger = outbox.ledger
     invoice = ledger.find_invoice(invoice_ref)
-    correction_id = f"write-off/{invoice.stripe_id}"
+    correction_id = f"{kind.value.replace('_', '-')}/{invoice.stripe_id}"
     outbox = outbox.with_source(_source(correction_id, actor))
     existing = ledger.correction(correction_id)
     if existing is not None and existing.completed:
         return _done(existing)
-    if existing is None and invoice.status not in (Status.OPEN, Status.PAST_DUE):
+    if existing is None and invoice.status not in allowed:
         raise CorrectionRefused(
-            f"invoice {invoice.number or invoice.stripe_id} is {invoice.status.label}; "
-            "only an open invoice can be written off"
+            f"invoice {invoice.number or invoice.stripe_id} is {invoice.status.label}; {refusal}"
         )
     correction = ledger.open_correction(
-        correction_id,
-        CorrectionKind.WRITE_OFF,
-        invoice.stripe_id,
-        invoice.entity_id,
-        reason,
-        {},
-        outbox.source,
+        correction_id, kind, invoice.stripe_id, invoice.entity_id, reason, {}, outbox.source
     )
-    client = outbox.client
-    stripe_id = invoice.stripe_id
-
-    def mark(params: InvoiceMarkUncollectibleParams, options: RequestOptions) -> stripe.Invoice:
-        return client.v1.invoices.mark_uncollectible(stripe_id, params, options)
-
-    _transition(
-        outbox,
-        _key(correction_id, "mark_uncollectible"),
-        "invoices.mark_uncollectible",
-        stripe_id,
-        mark,
-        "uncollectible",
+    send(outbox, correction_id, invoice.stripe_id)
+    observe_invoices(outbox.client, ledger, outbox.source, [invoice.stripe_id])
+    results = {result: invoice.stripe_id}
+    ledger.complete_correction(correction_id, results, outbox.source)
+    return CorrectionResult(
+        correction_id, correction.kind, invoice.stripe_id, results, already_done=False
     )
-    observe_invoices(client, ledger, outbox.source, [stripe_id])
-    results = {"written_off": stripe_id}
-    ledger.complete_correction(correction.correction_id, results, outbox.source)
-    return CorrectionResult(correction_id, correction.kind, stripe_id, results, already_done=False)

@@ -17,6 +17,7 @@ from adapters.stripe.outbound.corrections import (
     correct_wrong_rate,
     credit_duplicate_calls,
     issue_credit,
+    void_invoice,
     write_off,
 )
 from adapters.stripe.outbound.subscriptions import BillingTerms
@@ -114,6 +115,8 @@ def test_a_paid_invoice_is_not_voided(world: World) -> None:
         correct_wrong_rate(world.outbox(), invoices["beta"], reason="r", actor=ACTOR)
     with pytest.raises(CorrectionRefused, match="only an open invoice"):
         write_off(world.outbox(), invoices["beta"], reason="r", actor=ACTOR)
+    with pytest.raises(CorrectionRefused, match="only an open or uncollectible invoice"):
+        void_invoice(world.outbox(), invoices["beta"], reason="r", actor=ACTOR)
 
 
 def test_duplicate_calls_become_a_credit_note_with_the_call_ids_as_evidence(
@@ -168,3 +171,22 @@ def test_a_credit_and_a_write_off(world: World) -> None:
     write_off(world.outbox(), acme, reason="customer went bust", actor=ACTOR)
     assert world.client.v1.invoices.retrieve(acme).status == "uncollectible"
     assert world.ledger.invoice(acme).status is Status.UNCOLLECTIBLE
+
+
+def test_void_voids_an_open_invoice_once(world: World) -> None:
+    invoices = world.bill_july(terms=by_bank_transfer)
+    acme = invoices["acme"]
+    result = void_invoice(world.outbox(), acme, reason="sent to the wrong company", actor=ACTOR)
+    assert result.results == {"voided": acme}
+    assert world.client.v1.invoices.retrieve(acme).status == "void"
+    assert world.ledger.invoice(acme).status is Status.VOID
+    correction = world.ledger.correction(result.correction_id)
+    assert correction is not None
+    assert (correction.kind, correction.reason, correction.actor) == (
+        "void",
+        "sent to the wrong company",
+        ACTOR,
+    )
+    posts = len(world.posts())
+    assert void_invoice(world.outbox(), acme, reason="again", actor=ACTOR).already_done
+    assert len(world.posts()) == posts
