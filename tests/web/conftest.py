@@ -35,6 +35,8 @@ from billtrail.settings import Settings
 from ledger.app import Ledger
 from ledger.invoices.application import CreditNoteSnapshot, InvoiceSnapshot
 from ledger.invoices.domain import Totals
+from ledger.notifications.application import Outcome
+from ledger.notifications.domain import past_due_notifications
 from ledger.sources import Source
 from ledger.usage.application import CallRow
 from ledger.values import Line, Period
@@ -271,8 +273,29 @@ def build_world(ledger: Ledger) -> World:
     ledger.add_user(GLOBEX_EMAIL, "customer", PASSWORD, OPERATOR, entity_id="globex")
     for email in (ADMIN_EMAIL, ACME_EMAIL, GLOBEX_EMAIL):
         world.tokens[email] = ledger.issue_api_token(email, "tests", OPERATOR)
+    queue_past_due_notices(ledger, world)
     Runner(ledger).catch_up()
     return world
+
+
+def queue_past_due_notices(ledger: Ledger, world: World) -> None:
+    """The notices a sweep queues for the past-due invoice (ACME-0002): to the admin
+    by email, delivered; to acme's billing email, failed once (a retry is due)."""
+    number = world.by_status["past_due"][0]
+    invoice = ledger.invoice(world.stripe_ids[number])
+    sweep = Source("scheduler_run", "sweep-web-notices")
+    notes = past_due_notifications(
+        invoice, ledger.entity(invoice.entity_id), [ADMIN_EMAIL], date(2026, 3, 20), sweep, START
+    )
+    ledger.save(*notes)
+    for note, outcome in zip(
+        notes,
+        (Outcome(True, "250 2.0.0 queued"), Outcome(False, "451 4.2.1 mailbox busy")),
+        strict=True,
+    ):
+        claimed = ledger.begin_delivery(note.id, sweep)
+        assert claimed is not None
+        ledger.record_delivery(note.id, claimed.attempts, outcome, sweep)
 
 
 @pytest.fixture
