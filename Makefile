@@ -30,6 +30,19 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The seeded whole-system simulation: RUNS seeds from SEED (default: a new seed each
+# time, printed in the summary; the same seed replays the same run), the longer world
+# (SIZE=ci: the one `make test` runs), on SQLite (SIM_BACKEND=postgres or all: also
+# or only on the PostgreSQL of `make test`).
+SEED ?= $(shell date +%s)
+RUNS ?= 5
+SIZE ?= longer
+SIM_BACKEND ?= sqlite
+simulate: install
+	BILLTRAIL_SIM_SEED=$(SEED) BILLTRAIL_SIM_RUNS=$(RUNS) BILLTRAIL_SIM_SIZE=$(SIZE) \
+	$(BIN)/python -m pytest tests/simulation -p no:cacheprovider -q \
+		-k "longer_runs and $(if $(filter all,$(SIM_BACKEND)),(sqlite or postgres),$(SIM_BACKEND))"
+
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
