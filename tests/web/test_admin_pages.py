@@ -5,18 +5,24 @@ with one sentence, never a 500), unknown entities (404), and who may see them.""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from xml.etree import ElementTree
 
 import pytest
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.app import Ledger
+from ledger.rates.domain import Rate
 from ledger.sources import Source
+from projections.rates import RateVersionRow
 from projections.runner import Runner
+from web.admin.catalog import version_views
 
-from .conftest import TickingClock, World, invoice_snapshot
+from .conftest import OPERATOR, TickingClock, World, invoice_snapshot
 
 SVG = "{http://www.w3.org/2000/svg}"
 JUNE = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
@@ -47,7 +53,7 @@ def one_sentence_400(client: FlaskClient, path: str) -> str:
 
 # Who may see them -------------------------------------------------------------------
 
-PAGES = ["/admin/past-due"]
+PAGES = ["/admin/past-due", "/admin/entities", "/admin/rates"]
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -109,3 +115,114 @@ def test_an_invoice_paid_since_leaves_the_queue(admin: FlaskClient, ledger: Ledg
     page = html(admin, "/admin/past-due")
     assert "ACME-0002" not in page
     assert "Nothing is past due." in page
+
+
+# Entities -------------------------------------------------------------------------
+
+
+def test_entities_lists_every_entity_with_its_contacts_and_links_to_rates_and_calls(
+    admin: FlaskClient, ledger: Ledger
+) -> None:
+    ledger.link_stripe_customer("initech", "cus_initech42", OPERATOR)
+    ledger.archive_entity("initech", "left", OPERATOR)
+    Runner(ledger).catch_up()
+    page = html(admin, "/admin/entities")
+    for entity_id, name in (("acme", "Acme Corp"), ("globex", "Globex Corporation")):
+        assert f"<code>{entity_id}</code>" in page
+        assert name in page
+        assert f'href="/admin/rates?entity={entity_id}"' in page
+        assert f'href="/admin/calls?entity={entity_id}"' in page
+        assert f"billing@{entity_id}.example" in page
+    initech = re.search(r"<code>initech</code>.*?</tr>", page, re.S)
+    assert initech is not None
+    assert "cus_initech42" in initech.group(0)
+    assert "Archived" in initech.group(0)
+
+
+# Rates ----------------------------------------------------------------------------
+
+
+def lanes(chart: ElementTree.Element) -> dict[str, ElementTree.Element]:
+    """The timeline's span bars by lane ("v2 · $0.018")."""
+    found = {}
+    for rect in chart.iter(f"{SVG}rect"):
+        if "span" in (rect.get("class") or ""):
+            found[(rect.findtext(f"{SVG}title") or "").split(":")[0]] = rect
+    return found
+
+
+def test_rates_show_every_version_in_valid_and_recorded_time(
+    admin: FlaskClient, ledger: Ledger, clock: TickingClock
+) -> None:
+    clock.now = JUNE
+    # In June: February's price corrected (recorded late), then the correction itself
+    # corrected for the same day (so the first correction was never in force).
+    ledger.set_rate("globex", Decimal("0.018"), "usd", date(2026, 2, 1), "correction", OPERATOR)
+    ledger.set_rate("globex", Decimal("0.019"), "usd", date(2026, 2, 1), "typo", OPERATOR)
+    Runner(ledger).catch_up()
+    page = html(admin, "/admin/rates?entity=globex")
+    (chart,) = svgs(page)
+    assert chart.get("role") == "img"
+    assert chart.get("aria-label") == "Rate history of globex"
+    spans = lanes(chart)
+    assert set(spans) == {"v1 · $0.02", "v2 · $0.018", "v3 · $0.019"}
+    assert (spans["v1 · $0.02"].get("data-start"), spans["v1 · $0.02"].get("data-end")) == (
+        "2026-01-01",
+        "2026-02-01",
+    )
+    assert "span-superseded" in (spans["v2 · $0.018"].get("class") or "")
+    assert spans["v3 · $0.019"].get("data-end") == ""  # still in force
+    late = [p for p in chart.iter(f"{SVG}path") if p.get("class") == "recorded-late"]
+    assert [p.get("data-recorded") for p in late] == ["2026-06-01", "2026-06-01"]
+    table = page[page.index("<table") :]
+    assert table.count("recorded later") == 2
+    assert "superseded" in table
+    assert "until 2026-02-01" in table
+
+
+def test_rates_without_an_entity_show_each_entitys_timeline(admin: FlaskClient) -> None:
+    page = html(admin, "/admin/rates")
+    assert [c.get("aria-label") for c in svgs(page)] == [
+        "Rate history of acme",
+        "Rate history of globex",
+        "Rate history of initech",
+    ]
+    acme = lanes(svgs(page)[0])
+    assert acme["v1 · $0.012"].get("data-end") == "2026-04-01"
+    assert acme["v2 · $0.01"].get("data-start") == "2026-04-01"
+
+
+def test_rates_of_an_unknown_entity_is_404_and_a_malformed_one_400(admin: FlaskClient) -> None:
+    assert admin.get("/admin/rates?entity=nobody").status_code == 404
+    assert "entity" in one_sentence_400(admin, "/admin/rates?entity=Not%20An%20Id")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 60)), min_size=1, max_size=6),
+    st.integers(0, 80),
+)
+def test_the_version_shown_in_force_on_a_day_is_the_one_the_rate_applies(
+    versions: list[tuple[int, int]], day_n: int
+) -> None:
+    base = date(2026, 1, 1)
+    rows = [
+        RateVersionRow(
+            n + 1,
+            Decimal(n + 1),
+            base + timedelta(days=valid),
+            JUNE + timedelta(days=recorded),
+            "r",
+            "s",
+            None,
+        )
+        for n, (valid, recorded) in enumerate(versions)
+    ]
+    day = base + timedelta(days=day_n)
+    shown = [
+        x.row.version
+        for x in version_views(rows)
+        if not x.superseded and x.row.effective_from <= day and (x.until is None or day < x.until)
+    ]
+    applied = Rate.version_on(SimpleNamespace(versions=rows), day)  # type: ignore[arg-type]
+    assert shown == ([applied.version] if applied else [])
