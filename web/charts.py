@@ -9,7 +9,7 @@ a hundredth of a pixel): a property test holds that."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -211,4 +211,18 @@ def aging_chart(buckets: Sequence[Any], currency: str) -> Markup:
         bars,
         title=f"Past-due aging ({currency.upper()})",
         desc=f"Amount due and number of invoices by days overdue. {summary}.",
+    )
+
+
+def calls_chart(per_day: Mapping[date, int], start: date, end: date, entity_id: str) -> Markup:
+    """Calls per day over [start, end): a bar for every day, 0 for days without."""
+    days = [start + timedelta(days=n) for n in range((end - start).days)]
+    bars = [Bar(d.strftime("%m-%d"), per_day.get(d, 0), str(per_day.get(d, 0))) for d in days]
+    busiest = max(bars, key=lambda b: b.value, default=None)
+    total = sum(per_day.get(d, 0) for d in days)
+    peak = f" The busiest day had {busiest.value} ({busiest.label})." if busiest else ""
+    return bar_chart(
+        bars,
+        title=f"Calls per day of {entity_id}",
+        desc=f"{total} calls from {start} to {end - timedelta(days=1)}, one bar per day.{peak}",
     )

@@ -4,7 +4,12 @@ with one sentence, never a 500), unknown entities (404), and who may see them.""
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
+import json
 import re
+import zipfile
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -26,6 +31,7 @@ from .conftest import OPERATOR, TickingClock, World, invoice_snapshot
 
 SVG = "{http://www.w3.org/2000/svg}"
 JUNE = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+JANUARY = "entity=acme&from=2026-01-01&to=2026-02-01"
 
 
 def html(client: FlaskClient, path: str, status: int = 200) -> str:
@@ -53,7 +59,14 @@ def one_sentence_400(client: FlaskClient, path: str) -> str:
 
 # Who may see them -------------------------------------------------------------------
 
-PAGES = ["/admin/past-due", "/admin/entities", "/admin/rates"]
+PAGES = [
+    "/admin/past-due",
+    "/admin/entities",
+    "/admin/rates",
+    "/admin/calls",
+    f"/admin/calls.csv?{JANUARY}",
+    "/admin/calls.csv?invoice=ACME-0001",
+]
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -226,3 +239,103 @@ def test_the_version_shown_in_force_on_a_day_is_the_one_the_rate_applies(
     ]
     applied = Rate.version_on(SimpleNamespace(versions=rows), day)  # type: ignore[arg-type]
     assert shown == ([applied.version] if applied else [])
+
+
+# Calls ----------------------------------------------------------------------------
+
+
+def test_calls_without_an_entity_offer_the_choice(admin: FlaskClient) -> None:
+    page = html(admin, "/admin/calls")
+    assert "Choose an entity to see its calls." in page
+    assert '<option value="globex">' in page
+    assert svgs(page) == []
+
+
+def test_calls_per_day_chart_has_a_bar_per_day_summing_to_the_calls_listed(
+    admin: FlaskClient,
+) -> None:
+    page = html(admin, f"/admin/calls?{JANUARY}")
+    (chart,) = svgs(page)
+    assert chart.get("aria-label") == "Calls per day of acme"
+    days = bars(chart)
+    assert len(days) == 31
+    assert sum(int(b.get("data-value", "")) for b in days) == 60
+    assert page.count("<code>call-acme-") == 60
+    assert "60</strong> calls" in page
+    assert "Next page" not in page
+
+
+def test_calls_page_through_the_period_in_time_order(
+    admin: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import web.admin.calls
+
+    monkeypatch.setattr(web.admin.calls, "PAGE", 25)
+    seen: list[str] = []
+    path: str | None = f"/admin/calls?{JANUARY}"
+    while path is not None:
+        page = html(admin, path)
+        seen += re.findall(r"<code>(call-acme-\d+)</code>", page)
+        more = re.search(r'<a rel="next" href="([^"]+)"', page)
+        path = more.group(1).replace("&amp;", "&") if more else None
+    assert seen == [f"call-acme-{i}" for i in range(1, 61)]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "entity=acme&from=2026-13-01",
+        "entity=acme&from=2026-02-01&to=2026-02-01",
+        "entity=acme&from=2026-01-01&to=2027-06-01",
+        "entity=acme&after=not-a-cursor",
+        "entity=Not%20An%20Id",
+    ],
+)
+def test_calls_refuse_bad_parameters_with_one_sentence(admin: FlaskClient, query: str) -> None:
+    sentence = one_sentence_400(admin, f"/admin/calls?{query}")
+    assert sentence.split(":")[0] in ("from", "to", "after", "entity")
+    assert admin.get(f"/admin/calls.csv?{query}").status_code == 400
+
+
+def test_calls_of_an_unknown_entity_is_404(admin: FlaskClient) -> None:
+    assert admin.get("/admin/calls?entity=nobody").status_code == 404
+
+
+def test_the_calls_csv_streams_every_call_of_the_period(admin: FlaskClient) -> None:
+    response = admin.get(f"/admin/calls.csv?{JANUARY}")
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    assert "calls-acme-2026-01-01-2026-02-01.csv" in response.headers["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert rows[0] == ["call_id", "entity_id", "day", "started_at", "duration_seconds", "source"]
+    assert [r[0] for r in rows[1:]] == [f"call-acme-{i}" for i in range(1, 61)]
+    assert rows[1][3] == "2026-01-01T16:00:00Z"
+    assert "entity" in one_sentence_400(admin, "/admin/calls.csv?from=2026-01-01")
+
+
+def test_the_evidence_for_an_invoice_is_one_zip_of_its_calls_and_its_explanation(
+    admin: FlaskClient,
+) -> None:
+    response = admin.get("/admin/calls.csv?entity=acme&invoice=ACME-0001")
+    assert response.status_code == 200
+    assert response.mimetype == "application/zip"
+    assert "evidence-ACME-0001.zip" in response.headers["Content-Disposition"]
+    with zipfile.ZipFile(io.BytesIO(response.get_data())) as zf:
+        assert sorted(zf.namelist()) == ["README.txt", "calls.csv", "explanation.json"]
+        calls = zf.read("calls.csv")
+        explanation = json.loads(zf.read("explanation.json"))
+        readme = zf.read("README.txt").decode()
+    assert explanation["invoice"]["number"] == "ACME-0001"
+    assert (explanation["invoice"]["period_start"], explanation["invoice"]["period_end"]) == (
+        "2026-01-01",
+        "2026-02-01",
+    )
+    assert len(calls.decode().splitlines()) == 61
+    assert hashlib.sha256(calls).hexdigest() in readme
+    assert "60 calls recorded" in readme
+    assert "Usage charged: 25 calls" in readme
+
+
+def test_evidence_for_an_unknown_invoice_or_another_entitys_is_404(admin: FlaskClient) -> None:
+    assert admin.get("/admin/calls.csv?invoice=NOPE-0001").status_code == 404
+    assert admin.get("/admin/calls.csv?entity=globex&invoice=ACME-0001").status_code == 404
