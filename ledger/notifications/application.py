@@ -179,7 +179,8 @@ class NotificationCommands(EntityCommands):
         raise ConcurrentChange(f"mark past due: invoice {stripe_id} kept changing; try again")
 
     def _record_sweep(self, day: date, marked: int, queued: int, source: Source) -> bool:
-        """Record that `day` was swept; once per day, whoever swept it."""
+        """Record that `day` was swept and what this run moved (see
+        `PastDueSweeps.complete`)."""
         sweeps_id = PastDueSweeps.create_id()
         for _ in range(MAX_CONFLICT_RETRIES):
             at = self.clock()

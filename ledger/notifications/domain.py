@@ -425,7 +425,11 @@ class PastDueSweeps(LedgerAggregate):
         return self.days[-1] if self.days else None
 
     def complete(self, day: date, marked: int, queued: int, source: Source, at: datetime) -> bool:
-        if day in self.days:
-            return False  # swept before: a repeat finds nothing new to record
+        """Record what a sweep of `day` did. A repeat that did nothing records
+        nothing; one that moved invoices the first did not (it ran alongside it, or
+        the first stopped half way) records its share too: a day's figures are the
+        sum of its records."""
+        if day in self.days and not (marked or queued):
+            return False
         self._record(self.Completed, at, day=day, marked=marked, queued=queued, source=source)
         return True

@@ -151,6 +151,23 @@ def test_a_later_sweep_does_not_queue_the_notices_again(
     assert ledger.last_past_due_sweep() == tomorrow
 
 
+def test_a_second_sweep_of_the_day_that_moved_more_invoices_records_its_share(
+    ledger: Ledger, issue: Issue, acme: str
+) -> None:
+    # The first run saw only in_1 (a scheduler beside it, or one killed half way,
+    # leaves the rest to the next run of the day): the day's record must not say
+    # one invoice moved when two did.
+    first = issue("in_1", acme, date(2026, 2, 10))
+    second = issue("in_2", acme, date(2026, 2, 10))
+    ledger.sweep_past_due(TODAY, SWEEP, [first], ADMINS)
+    ledger.sweep_past_due(TODAY, SWEEP, [first, second], ADMINS)
+    records = list(ledger.events_of_topics(["billtrail:PastDueSweeps.Completed"]))
+    assert [r.day for r in records] == [TODAY, TODAY]
+    assert sum(r.marked for r in records) == 2
+    assert sum(r.queued for r in records) == 8
+    assert ledger.last_past_due_sweep() == TODAY
+
+
 def test_concurrent_sweeps_of_the_same_day_mark_and_queue_once(
     ledger: Ledger, issue: Issue, acme: str, another_ledger: Callable[[], Ledger]
 ) -> None:
