@@ -51,6 +51,11 @@ def check_invariants(seed: int, clean: Outcome, faulty: Outcome, faults: Faults)
     assert faulty.replayed_requests > clean.replayed_requests, said("no request was replayed")
     assert any("kill -9 of `billtrail projections run`" in f for f in faults.injected)
     assert any("crashed after Stripe answered" in f for f in faults.injected), said("no crash")
+    assert faulty.delivery_failures > 0, said("no notice failed during the SMTP outage")
+    kinds = {kind for history in clean.histories.values() for kind, _ in history}
+    assert kinds >= {*ENTERED_ONCE, "PaymentFailed", "CreditNoteIssued", "Replaced"}, said(
+        f"the world missed some changes of state: {sorted(kinds)}"
+    )
 
     # Every invoice and every state change once, as in the fault-free run.
     for stripe_id, history in clean.histories.items():
@@ -92,6 +97,10 @@ def check_invariants(seed: int, clean: Outcome, faulty: Outcome, faults: Faults)
     # Every notice sent once.
     assert clean.past_due, said("no invoice became past due")
     assert faulty.past_due == clean.past_due, said("other invoices past due")
+    for outcome in (clean, faulty):
+        assert list(outcome.sweeps.values()) == [(len(outcome.past_due), len(outcome.notices))], (
+            said(f"the record of the day's sweep: {outcome.sweeps}")
+        )
     assert {v[:3] for v in faulty.notices.values()} == {v[:3] for v in clean.notices.values()}, (
         said("other notices")
     )

@@ -10,8 +10,8 @@ on the outbound pushes and the inbound re-reads; dropped, duplicated and
 reordered webhooks, and at the end every webhook lost for good (then `sync`); a
 crash between Stripe's answer and the ledger write (then the command again);
 kill -9 of `billtrail projections run` while the world is built (then again);
-one or two `billtrail scheduler` processes, one killed with kill -9 (then
-another), while the SMTP server refuses mail for a while.
+two `billtrail scheduler` processes at once, one killed with kill -9 (then
+another started), while the SMTP server refuses mail for a while.
 
 Time: the ledger runs on a simulated clock that follows the Stripe test clocks
 (March 2026 onwards); the scheduler processes run on the real one, so the past-due
@@ -44,6 +44,12 @@ from zoneinfo import ZoneInfo
 import stripe
 
 from adapters.stripe.outbound.clocks import EntityClocks
+from adapters.stripe.outbound.corrections import (
+    RateRevision,
+    correct_wrong_rate,
+    credit_duplicate_calls,
+    write_off,
+)
 from adapters.stripe.outbound.customers import push_customers
 from adapters.stripe.outbound.outbox import AfterCall, Outbox, StripeUnavailable
 from adapters.stripe.outbound.push import push_all
@@ -69,7 +75,7 @@ from adapters.stripe.testing import (
 from billtrail import bootstrap
 from billtrail.settings import Settings
 from ledger.entities.domain import BillableEntity
-from ledger.invoices.domain import Status
+from ledger.invoices.domain import Invoice, Status
 from ledger.notifications.domain import Notification
 from ledger.sources import Source, SourceKind
 from ledger.usage.importer import EntityInfo, import_calls
@@ -140,6 +146,9 @@ class WorldPlan:
     calls: dict[str, dict[date, list[list[str]]]]
     # the periods whose invoices a customer paying by transfer leaves unpaid
     unpaid_periods: frozenset[int]
+    # a card payer's provider sent a day's calls twice under new ids (credited later)
+    resent_day: date
+    resent: tuple[str, ...]
 
     @classmethod
     def generate(cls, seed: int, size: Size) -> WorldPlan:
@@ -179,7 +188,18 @@ class WorldPlan:
                         ]
                     )
         unpaid = frozenset(k for k in range(1, size.months + 1) if rng.random() < 0.4)
-        return cls(seed, size, entities, calls, unpaid | {size.months})
+        payer = next(e for e in entities if e.pays == "card")
+        first_month = range(3, 25)  # well inside the first period, in any zone
+        busy = [
+            d
+            for d, rows in calls[payer.entity_id].items()
+            if rows and d.month == FIRST_DAY.month and d.day in first_month
+        ]
+        resent_day = rng.choice(sorted(busy))
+        again = [[f"{r[0]}-r", *r[1:]] for r in calls[payer.entity_id][resent_day]]
+        calls[payer.entity_id][resent_day] += again
+        resent = tuple(r[0] for r in again)
+        return cls(seed, size, entities, calls, unpaid | {size.months}, resent_day, resent)
 
     def entity(self, entity_id: str) -> EntityPlan:
         return next(e for e in self.entities if e.entity_id == entity_id)
@@ -203,16 +223,12 @@ class Faults:
     injected: list[str] = field(default_factory=list)
     kill_projections_at: int = field(init=False)
     crash_usage_at: int = field(init=False)
-    two_schedulers: bool = field(init=False)
-    smtp_outage: bool = field(init=False)
     outage_ends_before_restart: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"faults/{self.seed}")
         self.kill_projections_at = self.rng.randrange(self.steps)
         self.crash_usage_at = self.rng.randrange(self.steps)
-        self.two_schedulers = self.rng.random() < 0.75
-        self.smtp_outage = self.rng.random() < 0.85
         self.outage_ends_before_restart = self.rng.random() < 0.5
 
     def note(self, where: str, what: str) -> None:
@@ -372,6 +388,8 @@ class Outcome:
     webhooks_lost: int
     webhooks_duplicated: int
     replayed_requests: int
+    delivery_failures: int
+    sweeps: dict[date, tuple[int, int]]  # day -> invoices marked, notices queued
     seconds: float
 
 
@@ -382,6 +400,8 @@ DELIVERY = (
     "billtrail:Notification.DeliveryAttempted",
     "billtrail:Notification.DeliveryFailed",
     "billtrail:Notification.Sent",
+    # Each run of a day's sweep records its share; compared: the day's sums.
+    "billtrail:PastDueSweeps",
 )
 
 
@@ -640,9 +660,78 @@ class Simulation:
             self.faults.webhooks(self.control, where)
         self.at(end + timedelta(hours=2), [entity_id])
         self.settle_and_apply(where)
+        self.corrections(entity_id, k, first)
         if self.plan.entity(entity_id).pays == "transfer":
             self.pay_by_transfer(entity_id, k)
         self.step += 1
+
+    def corrections(self, entity_id: str, k: int, first: date) -> None:
+        """An admin's corrections, each through the outbound adapter: the transfer
+        payer's first usage invoice billed at a rate corrected late (voided and
+        replaced), the card payer's calls sent twice credited, the failing card's
+        oldest open invoice written off after its dunning."""
+        pays = self.plan.entity(entity_id).pays
+        where = f"{entity_id} period {k}"
+        actor = "ana@billtrail.example"
+        keys = ["billtrail/correction/"]
+        paths = ["/v1/invoices", "/v1/invoiceitems", "/v1/credit_notes"]
+        if pays == "transfer" and k == 2:
+            wrong = self.usage_invoice(entity_id, first - timedelta(days=1))
+            lower = self.plan.entity(entity_id).price - Decimal("0.0010")
+            revision = RateRevision(lower, FIRST_DAY)
+            self.outbound(
+                f"{where}: wrong-rate correction",
+                lambda hook: correct_wrong_rate(
+                    self.outbox(hook),
+                    wrong.stripe_id,
+                    reason="discount signed late",
+                    actor=actor,
+                    revision=revision,
+                ),
+                keys,
+                paths,
+            )
+        elif pays == "card" and self.plan.resent and k == 2:
+            invoice = self.usage_invoice(entity_id, self.plan.resent_day)
+            self.outbound(
+                f"{where}: credit for calls sent twice",
+                lambda hook: credit_duplicate_calls(
+                    self.outbox(hook),
+                    invoice.stripe_id,
+                    self.plan.resent,
+                    reason="the provider sent a day twice",
+                    actor=actor,
+                ),
+                keys,
+                paths,
+            )
+        elif pays == "failing card" and k == self.plan.size.months:
+            unpaid = [i for i in self.ledger.invoices() if i.entity_id == entity_id]
+            oldest = min(
+                (i for i in unpaid if i.status is Status.OPEN),
+                key=lambda i: i.issue_date or FIRST_DAY,
+            )
+            self.outbound(
+                f"{where}: write-off",
+                lambda hook: write_off(
+                    self.outbox(hook), oldest.stripe_id, reason="never paid", actor=actor
+                ),
+                keys,
+                paths,
+            )
+        else:
+            return
+        self.settle_and_apply(f"{where}: after the correction")
+
+    def usage_invoice(self, entity_id: str, day: date) -> Invoice:
+        """The entity's invoice (not void) that bills the usage of `day`."""
+        for invoice in self.ledger.invoices():
+            if invoice.entity_id != entity_id or invoice.status is Status.VOID:
+                continue
+            for line in invoice.lines:
+                if line.kind == "usage" and day in (line.period or invoice.period):
+                    return invoice
+        raise LookupError(f"no invoice of {entity_id} bills {day}")
 
     def import_calls(self, path: Path) -> None:
         known = {e.entity_id: EntityInfo(e.timezone, e.archived) for e in self.ledger.entities()}
@@ -712,7 +801,7 @@ class Simulation:
 
     def notices_due(self) -> None:
         """The past-due sweep and its notices. Fault-free: the scheduler's jobs once,
-        in process. Faulty: one or two `billtrail scheduler` processes, the SMTP
+        in process. Faulty: two `billtrail scheduler` processes, the SMTP
         server refusing mail for a while, the first process killed with kill -9, a
         new one started; what is left to retry is delivered by the same jobs on a
         clock moved past the backoff and the lease (minutes of real time)."""
@@ -725,12 +814,10 @@ class Simulation:
                 jobs.ledger.close()
             return
         where = "scheduler"
-        if f.smtp_outage:
-            self.smtp.refuse = "451 4.3.0 mail system unavailable, try again later"
-            f.note(where, "SMTP server refusing mail (451)")
-        first = [self.process("scheduler") for _ in range(2 if f.two_schedulers else 1)]
-        if f.two_schedulers:
-            f.note(where, "two `billtrail scheduler` processes at once")
+        self.smtp.refuse = "451 4.3.0 mail system unavailable, try again later"
+        f.note(where, "SMTP server refusing mail (451)")
+        first = [self.process("scheduler") for _ in range(2)]
+        f.note(where, "two `billtrail scheduler` processes at once")
         wait_for(lambda: self.ledger.last_past_due_sweep() is not None, "the sweep")
         wait_for(
             lambda: self._count(["billtrail:Notification.DeliveryAttempted"]) > 0,
@@ -741,7 +828,7 @@ class Simulation:
         f.note(where, "kill -9 of a `billtrail scheduler` mid-delivery")
         for p in first[1:]:
             assert p.stop() == 0, p.log.read_text()
-        if f.smtp_outage and f.outage_ends_before_restart:
+        if f.outage_ends_before_restart:
             self.smtp.refuse = None
             f.note(where, "SMTP server back before the restart")
         again = self.process("scheduler")
@@ -761,6 +848,13 @@ class Simulation:
                 jobs.deliver_outbox()
         finally:
             jobs.ledger.close()
+
+    def _sweeps(self) -> dict[date, tuple[int, int]]:
+        days: dict[date, tuple[int, int]] = {}
+        for e in self.ledger.events_of_topics(["billtrail:PastDueSweeps.Completed"]):
+            marked, queued = days.get(e.day, (0, 0))
+            days[e.day] = (marked + e.marked, queued + e.queued)
+        return days
 
     def _count(self, topics: list[str]) -> int:
         return sum(1 for _ in self.ledger.events_of_topics(topics))
@@ -840,6 +934,8 @@ class Simulation:
             webhooks_lost=sum(1 for d in deliveries if d["status"] == "failed"),
             webhooks_duplicated=sum(1 for d in deliveries for a in d["attempts"] if a["duplicate"]),
             replayed_requests=sum(1 for r in self.control.requests() if r["replayed"]),
+            delivery_failures=self._count(["billtrail:Notification.DeliveryFailed"]),
+            sweeps=self._sweeps(),
             seconds=time.monotonic() - self.started,
         )
 
