@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import stripe
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -158,8 +159,8 @@ FIELDS = {name: [f for f in a.schema().fields if f != "confirm"] for name, a in 
 
 
 @blueprint.context_processor
-def stripe_configured() -> dict[str, Any]:
-    return {"stripe_configured": services().stripe is not None}
+def action_context() -> dict[str, Any]:
+    return {"stripe_configured": services().stripe is not None, "invoice_url": invoice_url}
 
 
 @blueprint.post("/invoices/<number>/actions/<action>")
@@ -186,10 +187,16 @@ def invoice_action(number: str, action: str) -> Any:
         result = chosen.run(outbox, row.stripe_id, form, actor)
     except (LedgerError, OutboundError, stripe.StripeError) as exc:
         flash(f"{chosen.label} on {_name(row)} was not done: {_why(exc)}", "error")
-        return redirect(url_for("admin.invoice", ref=number))
+        return redirect(invoice_url(number))
     done = "was already done" if result.already_done else "is done"
     flash(f"{chosen.label} on {_name(row)} {done}.")
     return redirect(url_for("admin.action_result", number=number, correction=result.correction_id))
+
+
+def invoice_url(ref: str) -> str:
+    """The invoice's detail page, by its stable address (the page is another
+    module's; its endpoint name is not this module's business)."""
+    return f"{url_for('admin.invoices')}/{quote(ref, safe='')}"
 
 
 def _why(exc: Exception) -> str:
