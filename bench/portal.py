@@ -64,6 +64,17 @@ LIST_PATH = "/admin/invoices"
 FLOOR_PATH = "/bench/floor"
 CONNECTIONS = 16
 PROCESSES = 2
+# What a list page is made of, timed in the profile: the login, the filters'
+# validation, the read model's query, the rendering.
+PARTS = [
+    ("web/auth.py", "load_user"),
+    ("web/validation.py", "load"),
+    ("projections/invoices.py", "invoice_listing"),
+    ("projections/invoices.py", "list_invoices"),
+    ("projections/invoices.py", "totals_by_status"),
+    ("projections/entities.py", "list_entities"),
+    ("flask/templating.py", "render_template"),
+]
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
@@ -234,8 +245,20 @@ def profile(client: FlaskClient, paths: list[str], pages: int = 20) -> None:
     sql, compiled = _calls(stats, _sql) / pages, _calls(stats, _compile) / pages
     flag = "" if sql <= 10 and compiled == 0 else "  <- over (a query per row? compiling?)"
     log(f"  per page: {sql:.1f} SQL statements, {compiled:.1f} template compilations{flag}")
-    log("  where a page's time goes (own time, top 10):")
     entries: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    callers: Counter[str] = Counter()
+    for key, value in entries.items():
+        if _sql(*key):
+            for (file, line, name), counts in value[4].items():
+                callers[f"{name} {Path(file).parent.name}/{Path(file).name}:{line}"] += counts[0]
+    for caller, n in callers.most_common():
+        log(f"    {n / pages:4.1f} statements from {caller}")
+    log("  the page's parts (cumulative ms per page):")
+    for suffix, name in PARTS:
+        found = [v for (f, _, n), v in entries.items() if f.endswith(suffix) and n == name]
+        if found:
+            log(f"    {sum(float(v[3]) for v in found) / pages * 1000:6.3f} ms  {name} ({suffix})")
+    log("  where a page's time goes (own time, top 10):")
     top = sorted(entries.items(), key=lambda kv: -float(kv[1][2]))[:10]
     for (file, line, name), (_, calls, own, _cum, _) in top:
         where = f"{Path(file).parent.name}/{Path(file).name}:{line}" if line else ""
@@ -448,6 +471,7 @@ def main(args: argparse.Namespace | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10, help="each load run")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--worker-class", choices=["sync", "gthread"], default="sync")
+    parser.add_argument("--one-client", action="store_true", help="skip the 16 connections")
     own = parser.parse_args(sys.argv[1:] if args is None else [])
     if args is not None and hasattr(args, "invoices"):
         own.invoices = args.invoices
@@ -459,7 +483,8 @@ def main(args: argparse.Namespace | None = None) -> None:
                 continue
             paths = queries(own.invoices)
             one_client(url, var, paths, own.runs)
-            concurrent(url, var, paths, own.seconds, own.workers, own.worker_class)
+            if not own.one_client:
+                concurrent(url, var, paths, own.seconds, own.workers, own.worker_class)
 
 
 if __name__ == "__main__":
