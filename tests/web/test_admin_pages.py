@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.app import Ledger
+from ledger.notifications.application import Outcome
 from ledger.rates.domain import Rate
 from ledger.sources import Source
 from projections.rates import RateVersionRow
@@ -64,6 +65,7 @@ PAGES = [
     "/admin/entities",
     "/admin/rates",
     "/admin/calls",
+    "/admin/notifications",
     f"/admin/calls.csv?{JANUARY}",
     "/admin/calls.csv?invoice=ACME-0001",
 ]
@@ -339,3 +341,79 @@ def test_the_evidence_for_an_invoice_is_one_zip_of_its_calls_and_its_explanation
 def test_evidence_for_an_unknown_invoice_or_another_entitys_is_404(admin: FlaskClient) -> None:
     assert admin.get("/admin/calls.csv?invoice=NOPE-0001").status_code == 404
     assert admin.get("/admin/calls.csv?entity=globex&invoice=ACME-0001").status_code == 404
+
+
+# Notifications --------------------------------------------------------------------
+
+
+def notification_rows(page: str) -> list[str]:
+    body = page[page.index("<tbody>") : page.index("</tbody>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    return [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", r)).strip() for r in rows]
+
+
+def test_notifications_show_each_notice_with_its_delivery_state(admin: FlaskClient) -> None:
+    rows = notification_rows(html(admin, "/admin/notifications"))
+    assert len(rows) == 2
+    customer = next(r for r in rows if "billing@acme.example" in r)
+    staff = next(r for r in rows if "admin@billtrail.example" in r)
+    assert "ACME-0002 (acme) past due customer email" in customer
+    assert "retrying" in customer
+    assert "451 4.2.1 mailbox busy" in customer
+    assert "admin email" in staff
+    assert "sent" in staff
+    assert "250 2.0.0 queued" in staff
+
+
+def test_notifications_filter_by_status_and_failed(
+    admin: FlaskClient, ledger: Ledger, clock: TickingClock
+) -> None:
+    assert [r for r in notification_rows(html(admin, "/admin/notifications?status=sent"))] == [
+        r for r in notification_rows(html(admin, "/admin/notifications")) if " sent " in r
+    ]
+    (failing,) = notification_rows(html(admin, "/admin/notifications?failed=true&status="))
+    assert "retrying" in failing
+    # The retry fails for good: still listed as failed, now given up with the reason.
+    clock.now = JUNE
+    pending = ledger.notification_outbox().due(clock())
+    (due,) = pending
+    claimed = ledger.begin_delivery(due.notification_id, OPERATOR)
+    assert claimed is not None
+    ledger.record_delivery(
+        due.notification_id,
+        claimed.attempts,
+        Outcome(False, "550 5.1.1 no such user", True),
+        OPERATOR,
+    )
+    Runner(ledger).catch_up()
+    (gave_up,) = notification_rows(html(admin, "/admin/notifications?failed=true"))
+    assert "gave up" in gave_up
+    assert "550 5.1.1 no such user" in gave_up
+    assert " 2 " in gave_up  # attempts
+    assert notification_rows(html(admin, "/admin/notifications?status=retrying")) == [
+        "No notifications match."
+    ]
+
+
+def test_notifications_page_back_to_older_notices(
+    admin: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import web.admin.notifications
+
+    monkeypatch.setattr(web.admin.notifications, "PAGE", 1)
+    first = html(admin, "/admin/notifications")
+    older = re.search(r'<a rel="next" href="([^"]+)"', first)
+    assert older is not None
+    second = html(admin, older.group(1).replace("&amp;", "&"))
+    assert "billing@acme.example" in notification_rows(first)[0]
+    assert "admin@billtrail.example" in notification_rows(second)[0]
+    assert 'rel="next"' not in second
+
+
+@pytest.mark.parametrize("query", ["status=lost", "failed=maybe", "before=0", "before=abc"])
+def test_notifications_refuse_bad_filters_with_one_sentence(admin: FlaskClient, query: str) -> None:
+    assert one_sentence_400(admin, f"/admin/notifications?{query}").split(":")[0] in (
+        "status",
+        "failed",
+        "before",
+    )
