@@ -22,6 +22,7 @@ from ledger.invoices.domain import Invoice
 from projections.base import (
     POSTGRES,
     SQLITE,
+    UNITS_PER_MAJOR,
     Col,
     Delivered,
     FoldProjection,
@@ -33,6 +34,9 @@ from projections.base import (
     to_units,
     utc_day,
 )
+from projections.invoice_history import StatusSpan, invoice_status_history
+from projections.invoice_lines import LineRow, invoice_lines
+from projections.usage import UsageTotal, usage_for_period
 
 STATUSES = ("draft", "open", "paid", "past_due", "uncollectible", "void")
 
@@ -382,9 +386,19 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
         kind, value, seq = raw.split("|")
         if kind != sort:
             raise ValueError(kind)
-        return (date.fromisoformat(value) if sort == "date" else int(value)), int(seq)
+        key = date.fromisoformat(value) if sort == "date" else _bigint(value)
+        return key, _bigint(seq)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidQuery("the page cursor does not belong to this list") from exc
+
+
+def _bigint(text: str) -> int:
+    # A forged cursor's number must not reach the driver: SQLite cannot bind an int
+    # past 64 bits (OverflowError, not a query error).
+    value = int(text)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(text)
+    return value
 
 
 def _like_escape(text: str) -> str:
@@ -577,15 +591,19 @@ def list_invoices(
     if not 1 <= limit <= 1000:
         raise InvalidQuery(f"limit must be 1 to 1000, not {limit}")
     with store.reading() as tx:
-        sql, params, _, type_ = _list_sql(tx, q, limit, after)
-        rows = tx.execute(sql, params)
+        return _page(tx, q, limit, after)
+
+
+def _page(tx: Tx, q: InvoiceQuery, limit: int, after: str | None) -> InvoicePage:
+    sql, params, _, type_ = _list_sql(tx, q, limit, after)
+    rows = tx.execute(sql, params)
     more = len(rows) > limit
     rows = rows[:limit]
-    result = [_invoice_row(r[2:], store.backend) for r in rows]
+    result = [_invoice_row(r[2:], tx.backend) for r in rows]
     cursor = None
     if more and rows:
         last = rows[-1]
-        value = decode(last[1], type_, store.backend)
+        value = decode(last[1], type_, tx.backend)
         cursor = _encode_cursor(q.sort, value.isoformat() if type_ == "date" else value, last[0])
     return InvoicePage(result, cursor)
 
@@ -626,6 +644,146 @@ def find_invoice(store: Store, ref: str) -> InvoiceRow | None:
     if not rows:
         return None
     return _invoice_row(rows[0], store.backend)
+
+
+@dataclass(frozen=True)
+class StatusTotal:
+    """The invoices of one status and currency in a filtered list: how many, and
+    their totals added up (amounts in different currencies are never summed)."""
+
+    status: str
+    currency: str
+    count: int
+    total: Decimal
+
+
+def _totals(tx: Tx, q: InvoiceQuery) -> list[StatusTotal]:
+    source, params = _from(tx, q)
+    conds, where_params = _where(tx, q)
+    status = "h.status" if q.as_of else "i.status"
+    where = f" WHERE {' AND '.join(conds)}" if conds else ""
+    # Summed in integer units: SQLite keeps amounts as text, and its sum() of text
+    # is a float.
+    rows = tx.execute(
+        f"SELECT {status}, i.currency, count(*), sum(i.total_units) FROM {source}{where} "
+        f"GROUP BY {status}, i.currency",
+        params + where_params,
+    )
+    found = [
+        StatusTotal(str(s), str(c), int(n), Decimal(int(units)) / UNITS_PER_MAJOR)
+        for s, c, n, units in rows
+    ]
+    order = {s: n for n, s in enumerate(STATUSES)}
+    return sorted(found, key=lambda t: (order.get(t.status, len(order)), t.currency))
+
+
+def totals_by_status(store: Store, query: InvoiceQuery | None = None) -> list[StatusTotal]:
+    """Count and total of the invoices `query` matches, per status (the status as
+    of `query.as_of` when given) and currency, in STATUSES order."""
+    with store.reading() as tx:
+        return _totals(tx, query or InvoiceQuery())
+
+
+@dataclass(frozen=True)
+class InvoiceListing:
+    """What the Invoices page shows, read in one snapshot so the page, the totals
+    and the entity choices agree."""
+
+    page: InvoicePage
+    totals: list[StatusTotal]
+    entities: list[tuple[str, str]]  # (entity id, name), by name
+
+
+def invoice_listing(
+    store: Store, query: InvoiceQuery | None = None, *, limit: int = 50, after: str | None = None
+) -> InvoiceListing:
+    """One page of the list, the totals by status of everything `query` matches, and
+    the entities to filter by. Raises InvalidQuery for a bad limit or cursor."""
+    q = query or InvoiceQuery()
+    if not 1 <= limit <= 1000:
+        raise InvalidQuery(f"limit must be 1 to 1000, not {limit}")
+    with store.reading() as tx:
+        page = _page(tx, q, limit, after)
+        totals = _totals(tx, q)
+        entities = tx.execute(
+            "SELECT entity_id, name FROM {p}proj_invoice_entity_names ORDER BY name, entity_id"
+        )
+    return InvoiceListing(page, totals, [(str(e), str(n)) for e, n in entities])
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """The usage lines' billed quantity against the calls the ledger counted for the
+    invoice's period (the usage read model, as recorded now)."""
+
+    billed: Decimal
+    calls: int
+    duplicates: int
+
+    @property
+    def difference(self) -> Decimal:
+        """Billed less counted: positive bills calls nobody made, negative leaves
+        calls unbilled."""
+        return self.billed - self.calls
+
+    @property
+    def matches(self) -> bool:
+        return self.difference == 0
+
+
+@dataclass(frozen=True)
+class InvoiceDetail:
+    """One invoice as the read models have it now: its row and the facts the list
+    does not carry, its lines, status history and the usage of its period."""
+
+    row: InvoiceRow
+    period_start: date
+    period_end: date  # exclusive
+    subtotal: Decimal
+    tax: Decimal
+    amount_paid: Decimal
+    credited: Decimal
+    replaces: str | None
+    replaced_by: str | None
+    lines: list[LineRow]
+    history: list[StatusSpan]
+    usage: UsageTotal
+
+    @property
+    def reconciliation(self) -> Reconciliation | None:
+        """None when the invoice has no usage line."""
+        usage_lines = [line for line in self.lines if line.kind == "usage"]
+        if not usage_lines:
+            return None
+        billed = sum((line.quantity for line in usage_lines), Decimal(0))
+        return Reconciliation(billed, self.usage.calls, self.usage.duplicates)
+
+
+def invoice_detail(store: Store, ref: str) -> InvoiceDetail | None:
+    """The invoice with number or Stripe id `ref`, with its lines, status history and
+    its period's usage (None when there is none)."""
+    with store.reading() as tx:
+        found = tx.select(
+            INVOICES, "stripe_id = ? OR number = ?", (ref, ref), "ORDER BY seq LIMIT 1"
+        )
+    if not found:
+        return None
+    r = found[0]
+    row = InvoiceRow(**{c: r[c] for c, _ in _ROW_COLS}, status=r["status"])
+    return InvoiceDetail(
+        row=row,
+        period_start=r["period_start"],
+        period_end=r["period_end"],
+        subtotal=r["subtotal"],
+        tax=r["tax"],
+        amount_paid=r["amount_paid"],
+        credited=r["credited"],
+        replaces=r["replaces"],
+        replaced_by=r["replaced_by"],
+        lines=invoice_lines(store, row.stripe_id),
+        history=invoice_status_history(store, row.stripe_id),
+        usage=usage_for_period(store, row.entity_id, r["period_start"], r["period_end"]),
+    )
 
 
 def _invoice_row(r: Sequence[Any], backend: str) -> InvoiceRow:
