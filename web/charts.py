@@ -82,7 +82,12 @@ def bar_chart(
         ' stroke="currentColor"/>'
     )
     for n, b in enumerate(bars):
-        h = float(Decimal(b.value) / Decimal(biggest)) * plot_h if biggest > 0 else 0.0
+        # A negative value (an overpaid invoice) draws no bar rather than one below the axis.
+        h = (
+            float(max(Decimal(b.value), Decimal(0)) / Decimal(biggest)) * plot_h
+            if biggest > 0
+            else 0.0
+        )
         x = left + n * slot + gap / 2
         w = slot - gap
         parts.append(
