@@ -49,9 +49,10 @@ def check_invariants(seed: int, clean: Outcome, faulty: Outcome, faults: Faults)
     assert faulty.sync_events_stored > 0, said("sync found nothing the lost webhooks carried")
     assert clean.sync_events_stored == 0, said("the fault-free run missed events sync found")
     assert faulty.replayed_requests > clean.replayed_requests, said("no request was replayed")
-    assert any("kill -9 of `billtrail projections run`" in f for f in faults.injected)
+    assert any("projections run` catching up" in f for f in faults.injected), said("no kill")
     assert any("crashed after Stripe answered" in f for f in faults.injected), said("no crash")
-    assert faulty.delivery_failures > 0, said("no notice failed during the SMTP outage")
+    if faults.outage_from_start:
+        assert faulty.delivery_failures > 0, said("no notice failed during the SMTP outage")
     kinds = {kind for history in clean.histories.values() for kind, _ in history}
     assert kinds >= {*ENTERED_ONCE, "PaymentFailed", "CreditNoteIssued", "Replaced"}, said(
         f"the world missed some changes of state: {sorted(kinds)}"

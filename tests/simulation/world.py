@@ -105,6 +105,7 @@ SEAL_KEY = "simulation-seal-key-0123456789abcdef0123"
 SECRET_KEY = "simulation-secret-key-0123456789abcdef"
 TRANSFER_DAYS = 14
 DEADLINE = 60.0  # seconds any wait on a process or a delivery may take
+OUTAGE = "451 4.3.0 mail system unavailable, try again later"
 
 
 # The world -------------------------------------------------------------------------------
@@ -223,13 +224,17 @@ class Faults:
     injected: list[str] = field(default_factory=list)
     kill_projections_at: int = field(init=False)
     crash_usage_at: int = field(init=False)
+    outage_from_start: bool = field(init=False)
     outage_ends_before_restart: bool = field(init=False)
+    kill_scheduler_when: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"faults/{self.seed}")
         self.kill_projections_at = self.rng.randrange(self.steps)
         self.crash_usage_at = self.rng.randrange(self.steps)
+        self.outage_from_start = self.rng.random() < 0.5
         self.outage_ends_before_restart = self.rng.random() < 0.5
+        self.kill_scheduler_when = self.rng.choice(("mid-sweep", "mid-delivery", "after start-up"))
 
     def note(self, where: str, what: str) -> None:
         self.injected.append(f"{where}: {what}")
@@ -336,12 +341,14 @@ class Process:
         return self.popen.poll() is None
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+def wait_for(
+    condition: Callable[[], bool], what: str, timeout: float = DEADLINE, poll: float = 0.02
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(poll)
 
 
 def noon_zone(now: datetime) -> str:
@@ -463,6 +470,7 @@ class Simulation:
         self.step = 0
         self.sync_events_stored = 0
         self.projections: Process | None = None
+        self.projections_down: str | None = None  # where the runner was killed
 
     # helpers ---------------------------------------------------------------------
 
@@ -646,6 +654,7 @@ class Simulation:
         self.import_calls(path)
         if k > 1:  # the operator imports last period's file again: it records nothing
             self.import_calls(self.directory / f"calls-{entity_id}-{k - 1}.csv")
+        self.restart_projections()
         if self.faults is not None and self.step == self.faults.kill_projections_at:
             self.kill_projections(where)
         self.at(end + timedelta(minutes=30), [entity_id])
@@ -780,15 +789,42 @@ class Simulation:
     # processes ---------------------------------------------------------------------
 
     def kill_projections(self, where: str) -> None:
+        """kill -9 of the runner while it follows the log; it stays down for the rest
+        of the step (the log grows), then a runner taking two events per transaction
+        is killed again half way through catching up, and a third one follows on."""
         assert self.faults is not None
         assert self.projections is not None
         self.projections.kill9()
-        self.faults.note(where, "kill -9 of `billtrail projections run`; started again")
+        self.faults.note(where, "kill -9 of `billtrail projections run` while following")
+        self.projections = None
+        self.projections_down = where
+
+    def restart_projections(self) -> None:
+        where = self.projections_down
+        if self.faults is None or where is None:
+            return
+        self.projections_down = None
+        reader = Runner(self.ledger)
+        before = min(reader.positions().values())
+        head = self.ledger.recorder.max_notification_id() or 0
+        slow = self.process("projections", "run", "--interval", "0.05", "--page", "2")
+        wait_for(
+            lambda: not slow.alive() or min(reader.positions().values()) > before,
+            "the runner to resume",
+            poll=0.001,
+        )
+        slow.kill9()
+        at = min(reader.positions().values())
+        self.faults.note(
+            where,
+            f"kill -9 of `billtrail projections run` catching up (at {at} of {before}..{head})",
+        )
         self.projections = self.process("projections", "run", "--interval", "0.05")
 
     def finish_projections(self) -> bool | None:
         """Wait until the runner process has caught up with the log, stop it, then
         compare its read models with a rebuild from the log into fresh tables."""
+        self.restart_projections()
         if self.projections is None:
             return None
         runner = Runner(self.ledger)
@@ -814,20 +850,32 @@ class Simulation:
                 jobs.ledger.close()
             return
         where = "scheduler"
-        self.smtp.refuse = "451 4.3.0 mail system unavailable, try again later"
-        f.note(where, "SMTP server refusing mail (451)")
+        if f.outage_from_start:
+            self.smtp.refuse = OUTAGE
+            f.note(where, "SMTP server refusing mail (451) from the start")
         first = [self.process("scheduler") for _ in range(2)]
         f.note(where, "two `billtrail scheduler` processes at once")
-        wait_for(lambda: self.ledger.last_past_due_sweep() is not None, "the sweep")
-        wait_for(
-            lambda: self._count(["billtrail:Notification.DeliveryAttempted"]) > 0,
-            "a delivery attempt",
-        )
-        wait_for(lambda: all(p.said("running") for p in first), "the schedulers to run")
+        marked = ["billtrail:Invoice.BecamePastDue"]
+        attempted = ["billtrail:Notification.DeliveryAttempted"]
+        if f.kill_scheduler_when == "mid-sweep":
+            wait_for(lambda: self._count(marked) > 0, "an invoice past due", poll=0.001)
+        elif f.kill_scheduler_when == "mid-delivery":
+            wait_for(lambda: self._count(attempted) > 0, "a delivery attempt", poll=0.001)
+        else:
+            wait_for(lambda: first[0].said("running"), "the scheduler to run")
         first[0].kill9()
-        f.note(where, "kill -9 of a `billtrail scheduler` mid-delivery")
-        for p in first[1:]:
-            assert p.stop() == 0, p.log.read_text()
+        f.note(
+            where,
+            f"kill -9 of a `billtrail scheduler` ({f.kill_scheduler_when}: "
+            f"{self._count(marked)} invoices past due, day recorded: "
+            f"{self.ledger.last_past_due_sweep() is not None}, "
+            f"{self._count(attempted)} delivery attempts)",
+        )
+        if not f.outage_from_start:
+            self.smtp.refuse = OUTAGE
+            f.note(where, "SMTP server refusing mail (451) after the kill")
+        wait_for(lambda: first[1].said("running"), "the other scheduler to run")
+        assert first[1].stop() == 0, first[1].log.read_text()
         if f.outage_ends_before_restart:
             self.smtp.refuse = None
             f.note(where, "SMTP server back before the restart")
