@@ -221,11 +221,12 @@ def _rows(
     path: Path, validator: Validator, progress: Progress | None = None, total: int = 0
 ) -> Iterator[PreparedCall | InvalidLine]:
     with _open(path) as stream:
-        first = stream.readline()
-        stream.seek(0)
-        fmt = detect_format(path, first)
         prepare = validator.prepare
         try:
+            # Inside the try: a file that is not UTF-8 can fail on its first line.
+            first = stream.readline()
+            stream.seek(0)
+            fmt = detect_format(path, first)
             for done, (line_no, fields, error, raw) in enumerate(_records(stream, fmt), 1):
                 if progress is not None and done % 10_000 == 0:
                     progress(done, total)

@@ -1,0 +1,354 @@
+"""The CLI's bad-input suite: every command fed malformed values answers exit 2
+with one clear line on stderr (`billtrail: ...`), no traceback, and records
+nothing (the ledger's stored events are counted before and after).
+
+The Stripe commands run against the sandbox, so they get as far as checking
+their input rather than stopping at a missing key. `calls import` is the one
+command that lists every bad line of a file (one line each, then a summary): it
+is held to "no traceback, each line a sentence" instead of "one line"."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.stripe.sandbox import RunningSandbox, start_sandbox
+
+# run_cli(*args) -> Run(code, out, err): tests/conftest.py, in the environment below.
+RunCLI = Callable[..., Any]
+SEAL_KEY = "cli-bad-input-seal-key-0123456789abcdef0123"
+HEADER = "call_id,entity_id,started_at,duration_seconds\n"
+ENTITY = "acme-corp"
+EMAIL = "ops@billtrail.example"
+FUZZ = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+# argv cannot carry a NUL byte; anything else may be typed.
+ARG_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[RunningSandbox]:
+    with start_sandbox(seed="billtrail-cli-bad-input") as running:
+        yield running
+
+
+@pytest.fixture
+def cli_env(database_url: str, tmp_path: Path, sandbox: RunningSandbox) -> dict[str, str]:
+    return {
+        "BILLTRAIL_DATABASE_URL": database_url,
+        "BILLTRAIL_VAR_DIR": str(tmp_path / "var"),
+        "BILLTRAIL_SEAL_KEY": SEAL_KEY,
+        "STRIPE_API_BASE": sandbox.url,
+        "STRIPE_API_KEY": sandbox.api_key,
+    }
+
+
+@pytest.fixture
+def stdin(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    return lambda text: monkeypatch.setattr("sys.stdin", io.StringIO(text))
+
+
+@pytest.fixture
+def events(
+    run_cli: RunCLI,
+    database_url: str,
+    raw_log_of: Callable[[str], Any],
+    tmp_path: Path,
+    stdin: Callable[[str], None],
+) -> Callable[[], int]:
+    """A small world made through the CLI; returns the stored events' counter."""
+    assert run_cli("entities", "add", "Acme Corp", "--kind", "company").code == 0
+    rate = ("--per-call", "0.0125", "--currency", "EUR", "--effective-from", "2026-01-01")
+    assert run_cli("rates", "set", ENTITY, *rate).code == 0
+    calls = tmp_path / "calls.csv"
+    calls.write_text(HEADER + f"c1,{ENTITY},2026-01-05T10:00:00Z,60\n")
+    assert run_cli("calls", "import", str(calls)).code == 0
+    stdin("a long enough password\n")
+    assert run_cli("users", "add", EMAIL, "--role", "admin").code == 0
+    log = raw_log_of(database_url)
+    return lambda: int(log.count("events"))
+
+
+def refused(run: Any) -> str:
+    """The one line of a refusal (exit 2, no traceback)."""
+    assert run.code == 2, run
+    assert "Traceback" not in run.err, run.err
+    lines = run.err.strip().splitlines()
+    assert len(lines) == 1, run.err
+    assert lines[0].startswith("billtrail: "), lines[0]
+    assert len(lines[0]) > len("billtrail: ") + 5, lines[0]
+    return lines[0]
+
+
+RATE = ["rates", "set", ENTITY, "--currency", "EUR", "--effective-from", "2026-02-01"]
+BAD_COMMANDS: list[list[str]] = [
+    # entities
+    ["entities", "add", "", "--kind", "company"],
+    ["entities", "add", "   ", "--kind", "company"],
+    ["entities", "add", "Acme Corp", "--kind", "company"],  # exists
+    ["entities", "add", "X", "--kind", "guild"],
+    ["entities", "add", "X", "--kind", "company", "--timezone", "Mars/Base"],
+    ["entities", "add", "X", "--kind", "company", "--email", "nope"],
+    ["entities", "add", "X", "--kind", "company", "--id", "Not An Id!"],
+    # rates
+    [*RATE, "--per-call", "abc"],
+    [*RATE, "--per-call", "-1"],
+    [*RATE, "--per-call", "NaN"],
+    [*RATE, "--per-call", "Infinity"],
+    [*RATE, "--per-call", "1e999999"],  # was recorded: overflowed usage x rate later
+    [*RATE, "--per-call", "1000000"],
+    [*RATE, "--per-call", ""],
+    [
+        "rates",
+        "set",
+        ENTITY,
+        "--per-call",
+        "0.01",
+        "--currency",
+        "EURO",
+        "--effective-from",
+        "2026-02-01",
+    ],
+    [
+        "rates",
+        "set",
+        ENTITY,
+        "--per-call",
+        "0.01",
+        "--currency",
+        "",
+        "--effective-from",
+        "2026-02-01",
+    ],
+    [
+        "rates",
+        "set",
+        ENTITY,
+        "--per-call",
+        "0.01",
+        "--currency",
+        "EUR",
+        "--effective-from",
+        "2026-02-30",
+    ],
+    ["rates", "set", ENTITY, "--per-call", "0.01", "--currency", "EUR", "--effective-from", ""],
+    [
+        "rates",
+        "set",
+        "nobody",
+        "--per-call",
+        "0.01",
+        "--currency",
+        "EUR",
+        "--effective-from",
+        "2026-02-01",
+    ],
+    # calls
+    ["calls", "import", "no-such-file.csv"],
+    # usage, sweep
+    ["usage", "push", "--date", "yesterday"],
+    ["usage", "push", "--date", "2026-02-30"],
+    ["sweep", "past-due", "--today", "tomorrow"],
+    ["sweep", "past-due", "--today", "2026-13-01"],
+    # invoices list
+    ["invoices", "list", "--status", "late"],
+    ["invoices", "list", "--from", "2026-13-01"],
+    ["invoices", "list", "--to", "soon"],
+    ["invoices", "list", "--as-of", "2026/01/01"],
+    ["invoices", "list", "--min-total", "abc"],
+    ["invoices", "list", "--max-total", "NaN"],
+    ["invoices", "list", "--sort", "amount"],
+    ["invoices", "list", "--limit", "0"],
+    ["invoices", "list", "--limit", "many"],
+    # explain, history
+    ["explain", "NOPE-0001"],
+    ["explain", ""],
+    ["explain", "NOPE-0001", "--as-of", "noon"],
+    ["history", "planet", ENTITY],
+    ["history", "entity", "nobody"],
+    ["history", "invoice", "INV-404"],
+    ["history", "entity", ENTITY, "--as-of", "yesterday"],
+    # users
+    ["users", "add", "x", "--role", "admin"],
+    ["users", "add", "new@billtrail.example", "--role", "root"],
+    ["users", "add", "new@billtrail.example", "--role", "customer"],
+    ["users", "add", "new@billtrail.example", "--role", "customer", "--entity", "nobody"],
+    ["users", "add", EMAIL, "--role", "admin"],  # exists
+    ["users", "disable", "nobody@billtrail.example", "--reason", "left"],
+    ["users", "token", "nobody@billtrail.example"],
+    ["users", "password", "nobody@billtrail.example"],
+    # Stripe: corrections, push, sync
+    ["corrections", "credit", "NOPE-0001", "--amount", "abc", "--reason", "goodwill"],
+    ["corrections", "credit", "NOPE-0001", "--amount", "5", "--reason", "goodwill"],
+    ["corrections", "credit", "NOPE-0001", "--amount", "-5", "--reason", "goodwill"],
+    ["corrections", "write-off", "NOPE-0001", "--reason", "gone"],
+    ["corrections", "wrong-rate", "NOPE-0001", "--per-call", "abc", "--reason", "typo"],
+    ["corrections", "duplicate-calls", "NOPE-0001", "--call", "c1", "--reason", "dup"],
+    ["stripe", "push", "--days-until-due", "-1"],
+    ["stripe", "push", "--send-invoice", "sometimes"],
+    ["sync", "--since", "last week"],
+    ["sync", "--since", "2999-01-01"],
+    # the rest
+    ["notifications", "webhook-secret", "nobody"],
+    ["projections", "rebuild", "no-such-projection"],
+    ["projections", "rebuild", "--page", "0"],
+    ["serve", "--port", "70000"],
+    ["serve", "--port", "http"],
+    ["demo", "--seed", "many"],
+    ["frobnicate"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_COMMANDS, ids=" ".join)
+def test_a_malformed_value_is_one_line_exit_2_and_records_nothing(
+    run_cli: RunCLI, events: Callable[[], int], stdin: Callable[[str], None], args: list[str]
+) -> None:
+    stdin("another long password\n")
+    before = events()
+    refused(run_cli(*args))
+    assert events() == before
+
+
+def test_users_add_with_no_password_on_stdin_is_refused(
+    run_cli: RunCLI, events: Callable[[], int], stdin: Callable[[str], None]
+) -> None:
+    before = events()
+    for password in ("", "\n", "short\n"):
+        stdin(password)
+        refused(run_cli("users", "add", "new@billtrail.example", "--role", "admin"))
+    assert events() == before
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        "",  # no header
+        "id,who,when\nc9,acme-corp,2026-01-05\n",
+        HEADER + f"c9,{ENTITY},2026-01-05T10:00:00Z,sixty\n",
+        HEADER + f"c9,{ENTITY},2026-01-05T10:00:00Z,-5\n",
+        HEADER + f"c9,{ENTITY},2026-01-05T10:00:00,60\n",
+        HEADER + "c9,nobody,2026-01-05T10:00:00Z,60\n",
+        HEADER + f"c9,{ENTITY}\n",
+        HEADER + f",{ENTITY},2026-01-05T10:00:00Z,60\n",
+    ],
+)
+def test_a_malformed_calls_file_is_refused_whole(
+    run_cli: RunCLI, events: Callable[[], int], tmp_path: Path, rows: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(rows)
+    before = events()
+    run = run_cli("calls", "import", str(path))
+    assert run.code == 2, run
+    assert "Traceback" not in run.err
+    assert run.err.strip(), run
+    assert all(line.strip() for line in run.err.strip().splitlines())
+    assert events() == before
+
+
+def test_a_calls_file_that_is_not_text_is_refused(
+    run_cli: RunCLI, events: Callable[[], int], tmp_path: Path
+) -> None:
+    path = tmp_path / "calls.csv"
+    path.write_bytes(b"\xff\xfe\x00binary\x00" * 50)
+    before = events()
+    assert "not UTF-8" in refused(run_cli("calls", "import", str(path)))
+    assert events() == before
+
+
+def _not_a_date(text: str) -> bool:
+    from datetime import date
+
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return True
+    return False
+
+
+def _not_an_amount(text: str) -> bool:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return True
+    return not value.is_finite() or value < 0
+
+
+@FUZZ
+# An empty value reads as "not given" (the default day) in several commands.
+@given(day=ARG_TEXT.filter(lambda text: bool(text) and _not_a_date(text)))
+def test_any_non_date_is_refused_where_a_date_is_asked(
+    run_cli: RunCLI, events: Callable[[], int], day: str
+) -> None:
+    before = events()
+    for args in (
+        ["invoices", "list", "--from", day],
+        ["sweep", "past-due", "--today", day],
+        ["usage", "push", "--date", day],
+        [
+            "rates",
+            "set",
+            ENTITY,
+            "--per-call",
+            "0.01",
+            "--currency",
+            "EUR",
+            "--effective-from",
+            day,
+        ],
+    ):
+        refused(run_cli(*args))
+    assert events() == before
+
+
+@FUZZ
+@given(amount=ARG_TEXT.filter(_not_an_amount))
+def test_any_non_amount_is_refused_where_an_amount_is_asked(
+    run_cli: RunCLI, events: Callable[[], int], amount: str
+) -> None:
+    before = events()
+    refused(run_cli(*RATE, "--per-call", amount))
+    if not _is_negative_number(amount):  # a negative bound is a (useless) filter
+        refused(run_cli("invoices", "list", "--min-total", amount))
+    assert events() == before
+
+
+def _is_negative_number(text: str) -> bool:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return Decimal(text) < 0
+    except InvalidOperation:
+        return False
+
+
+@FUZZ
+@given(text=ARG_TEXT)
+def test_any_text_as_an_entity_or_invoice_reference_is_never_a_traceback(
+    run_cli: RunCLI, events: Callable[[], int], text: str
+) -> None:
+    before = events()
+    for args in (
+        ["history", "entity", text],
+        ["history", "invoice", text],
+        ["explain", text],
+        ["invoices", "list", "--entity", text, "--search", text],
+        ["notifications", "webhook-secret", text],
+    ):
+        run = run_cli(*args)
+        assert "Traceback" not in run.err, (args, run)
+        assert run.code in (0, 1, 2), (args, run)
+        if run.code == 2:
+            refused(run)
+    assert events() == before
