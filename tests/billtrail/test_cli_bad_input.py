@@ -204,8 +204,42 @@ BAD_COMMANDS: list[list[str]] = [
     ["serve", "--port", "70000"],
     ["serve", "--port", "http"],
     ["demo", "--seed", "many"],
+    ["demo", "--port", "-1"],
+    ["stripe-sandbox", "--port", "-1"],
+    ["projections", "run", "--interval", "-1"],
+    ["projections", "run", "--page", "0"],
+    ["projections", "status", "--page", "1"],
+    ["entities", "list", "--limit", "1"],
+    ["users", "list", "--role", "admin"],
+    ["notifications", "list", "--failed", "yes"],
+    ["reconcile", "--since", "2026-01-01"],
+    ["scheduler", "--once", "now"],
+    ["verify", "--deep"],
     ["frobnicate"],
 ]
+
+
+def _leaf_commands() -> set[str]:
+    import click
+
+    from billtrail.cli import _register_commands, cli
+
+    _register_commands()
+
+    def walk(command: click.Command, prefix: str) -> Iterator[str]:
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from walk(sub, f"{prefix} {name}".strip())
+        else:
+            yield prefix
+
+    return set(walk(cli, ""))
+
+
+def test_every_command_is_fed_a_malformed_value() -> None:
+    """A command added later fails here until it has a line in BAD_COMMANDS."""
+    fed = {" ".join(args[:2]) for args in BAD_COMMANDS} | {args[0] for args in BAD_COMMANDS}
+    assert _leaf_commands() - fed == set()
 
 
 @pytest.mark.parametrize("args", BAD_COMMANDS, ids=" ".join)
