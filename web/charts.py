@@ -121,7 +121,7 @@ def timeline(
     """Lanes of bars along a day axis (valid time), each with a diamond on the day it
     was recorded (recorded time). A superseded span is drawn hollow, a late one
     carries a "recorded later" mark, so neither relies on colour alone."""
-    label_w, right, top = 150, 16, 28
+    label_w, right, top = 150, 40, 28
     height = top + lane_height * max(len(spans), 1) + 30
     parts = _open(title, desc, width, height, "timeline")
     if not spans:
@@ -179,8 +179,12 @@ def timeline(
             f"{' (after it took effect)' if s.late else ''}</title></path>"
         )
         if s.late:
+            # Written away from the plot's edge it is nearer to, so it is never cut off.
+            left_side = rx > label_w + plot_w / 2
             parts.append(
-                f'<text class="late" x="{_num(rx + 9)}" y="{_num(ry + 4)}">recorded later</text>'
+                f'<text class="late" x="{_num(rx - 9 if left_side else rx + 9)}" '
+                f'y="{_num(ry + 4)}" text-anchor="{"end" if left_side else "start"}">'
+                "recorded later</text>"
             )
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -13,6 +13,7 @@ import zipfile
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
+from typing import Any
 from xml.etree import ElementTree
 
 import pytest
@@ -28,7 +29,15 @@ from projections.rates import RateVersionRow
 from projections.runner import Runner
 from web.admin.catalog import version_views
 
-from .conftest import OPERATOR, TickingClock, World, invoice_snapshot
+from .conftest import (
+    ADMIN_EMAIL,
+    OPERATOR,
+    PASSWORD,
+    TickingClock,
+    World,
+    invoice_snapshot,
+    screenshot,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 JUNE = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
@@ -417,3 +426,43 @@ def test_notifications_refuse_bad_filters_with_one_sentence(admin: FlaskClient, 
         "failed",
         "before",
     )
+
+
+# In a real browser ----------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_an_admin_reads_the_past_due_queue_and_the_rate_timeline_in_a_browser(
+    page: Any, ledger: Ledger, clock: TickingClock
+) -> None:
+    clock.now = JUNE
+    ledger.set_rate("globex", Decimal("0.018"), "usd", date(2026, 2, 1), "correction", OPERATOR)
+    Runner(ledger).catch_up()
+    refused: list[str] = []  # the CSP refuses inline styles and scripts: none may be needed
+    page.on("console", lambda m: refused.append(m.text) if "Refused" in m.text else None)
+    page.goto("/login")
+    page.get_by_label("Email").fill(ADMIN_EMAIL)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/admin/**")
+
+    page.get_by_role("link", name="Past due").click()
+    page.wait_for_url("**/admin/past-due")
+    chart = page.get_by_role("img", name="Past-due aging (USD)")
+    assert chart.is_visible()
+    assert chart.bounding_box()["width"] > 300
+    row = page.locator("table.past-due-queue tbody tr").first
+    assert row.locator("td").nth(4).inner_text() == "78"
+    assert row.get_by_role("link", name="ACME-0002").get_attribute("href") == (
+        "/admin/invoices/ACME-0002"
+    )
+    screenshot(page, "admin-past-due")
+
+    page.get_by_role("link", name="Rates").click()
+    page.wait_for_url("**/admin/rates")
+    timeline = page.get_by_role("img", name="Rate history of globex")
+    assert timeline.is_visible()
+    assert timeline.locator("text.late").text_content() == "recorded later"
+    assert page.get_by_role("table", name="Versions of the rate of globex, in the order recorded")
+    screenshot(page, "admin-rates")
+    assert refused == []
