@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -91,10 +92,22 @@ def stripe_while_serving(settings: Settings, directory: Path, portal: str) -> It
 
 
 def serve_demo(settings: Settings, directory: Path, host: str, port: int) -> None:
+    """Serve the demo's portal until Ctrl-C or SIGTERM; either way the sandbox stops
+    and saves its state."""
     portal = f"http://{host}:{port}/"
-    with stripe_while_serving(settings, directory, portal) as serving:
-        click.echo(f"\nThe portal on {portal}  (Ctrl-C stops it)")
-        serve_portal(serving, host, port)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # what the development server stops on
+
+    # SIGINT too: a shell starting the demo in the background would ignore Ctrl-C.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with stripe_while_serving(settings, directory, portal) as serving:
+            click.echo(f"\nThe portal on {portal}  (Ctrl-C stops it)")
+            serve_portal(serving, host, port)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _reset_sandbox(base: str) -> bool:

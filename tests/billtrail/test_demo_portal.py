@@ -1,18 +1,26 @@
 """`billtrail demo` ends with the portal: an admin and a customer login printed,
 whose passwords work on the portal built on the demo's database (through the real
-login form, CSRF token included), each landing on its own pages; and the demo's
-serving path hands the portal a Stripe that holds the world it built."""
+login form, CSRF token included), each landing on its own pages; served for real on
+a port until stopped (SIGTERM, as by Ctrl-C), with the sandbox that billed the world
+behind it, whose state is saved as it was."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import json
+import os
 import re
 import shutil
+import signal
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
@@ -21,7 +29,6 @@ from flask.testing import FlaskClient
 from billtrail import bootstrap
 from billtrail.cli import demo as demo_command
 from billtrail.settings import Settings
-from web.services import KEY
 
 _LOGIN = re.compile(r"^  (admin|customer)(?: of (\S+))?: (\S+)  password: (\S+)$", re.M)
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
@@ -114,34 +121,66 @@ def test_a_wrong_password_for_the_printed_email_is_refused(demo: tuple[Path, str
     assert response.status_code == 401
 
 
-def test_the_demo_serves_the_portal_with_the_sandbox_that_billed_the_world(
-    demo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def http_log_in(port: int, email: str, password: str) -> str | None:
+    """Log in through the served form over HTTP; where the portal sends the user."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/login")
+    answer = conn.getresponse()
+    token = _CSRF.search(answer.read().decode())
+    assert token, "no CSRF token in the served login form"
+    cookie = answer.headers["Set-Cookie"].split(";", 1)[0]
+    body = urlencode({"email": email, "password": password, "csrf_token": token.group(1)})
+    headers = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
+    conn.request("POST", "/login", body, headers)
+    answer = conn.getresponse()
+    answer.read()
+    conn.close()
+    return answer.getheader("Location")
+
+
+def test_the_demo_serves_the_portal_until_stopped_then_saves_stripe_as_it_was(
+    demo: tuple[Path, str], tmp_path: Path
 ) -> None:
     directory, out = demo
     # A copy of the world, so this test leaves the demo's saved sandbox state alone.
     world = tmp_path / "world"
     shutil.copytree(directory, world)
-    served: list[tuple[Settings, str, int]] = []
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    found = logins(out)
+    landed: dict[str, str | None] = {}
+    serving = threading.Event()
 
-    def serve(settings: Settings, host: str, port: int) -> None:
-        served.append((settings, host, port))
-        with portal(settings) as web:
-            client = web.test_client()
-            email, password, _ = logins(out)["admin"]
-            assert log_in(client, email, password).status_code == 302
-            # The Stripe the portal talks to holds the demo's customers.
-            found = web.extensions[KEY]
-            customer_id = found.ledger.entity("okapi-logistics").stripe_customer_id
-            assert found.stripe.v1.customers.retrieve(customer_id).id == customer_id
+    def visit_then_stop() -> None:
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and serving.is_set():
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)  # polling for the port, with a deadline
+            for role in ("admin", "customer"):
+                email, password, _ = found[role]
+                landed[role] = http_log_in(port, email, password)
+        finally:
+            if serving.is_set():  # what Ctrl-C or `kill` sends the demo
+                os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(demo_command, "serve_portal", serve)
-    demo_command.serve_demo(demo_settings(world), world, "127.0.0.1", 5999)
-    [(settings, host, port)] = served
-    assert (host, port) == ("127.0.0.1", 5999)
-    assert settings.stripe_api_base is not None
-    assert settings.stripe_api_base.startswith("http://127.0.0.1:")
-    assert settings.stripe_webhook_secrets  # Stripe's webhooks come back to the portal
-    # ... while it serves: the saved state sends nothing to a portal that is gone.
+    serving.set()
+    visitor = threading.Thread(target=visit_then_stop)
+    visitor.start()
+    try:
+        demo_command.serve_demo(demo_settings(world), world, "127.0.0.1", port)
+    finally:
+        serving.clear()
+        visitor.join(timeout=60)
+    assert landed == {"admin": "/admin/invoices", "customer": "/billing"}
+    # The portal's Stripe was the sandbox from the saved state: it sent the portal its
+    # webhooks while serving, and the endpoint is gone from the state saved at the stop.
     saved = json.loads((world / demo_command.STATE_FILE).read_text())
     endpoints = saved["objects"]["webhook_endpoint"].values()
-    assert [e["url"] for e in endpoints if not e.get("_deleted")] == []
+    portal = [e for e in endpoints if e["url"] == f"http://127.0.0.1:{port}/stripe/webhook"]
+    assert len(portal) == 1
+    assert portal[0].get("_deleted") is True
