@@ -300,6 +300,9 @@ def test_calls_page_through_the_period_in_time_order(
         "entity=acme&from=2026-01-01&to=2027-06-01",
         "entity=acme&after=not-a-cursor",
         "entity=Not%20An%20Id",
+        "entity=acme&to=2025-12-01",  # before the default start (this month)
+        # A cursor from February's pages, asked of January.
+        "entity=acme&from=2026-01-01&to=2026-02-01&after=MjAyNi0wMi0wMnwyMDI2LTAyLTAyVDEwOjAwOjAwKzAwOjAwfGM",
     ],
 )
 def test_calls_refuse_bad_parameters_with_one_sentence(admin: FlaskClient, query: str) -> None:

@@ -111,12 +111,17 @@ class CallsArgs(Schema):
 
 def period_of(args: Mapping[str, Any], today: date) -> tuple[date, date]:
     """The period asked for; by default the month of `today` (a missing end: a
-    month after the start)."""
+    month after the start). A 400 when the defaults make it empty, or the page
+    cursor is not of a day in it (it would read calls outside the period)."""
     start = args.get("from_") or today.replace(day=1)
-    if "to" in args:
-        return start, args["to"]
     following = date(start.year + start.month // 12, start.month % 12 + 1, 1)
-    return start, following if start.day == 1 else start + timedelta(days=31)
+    end = args.get("to") or (following if start.day == 1 else start + timedelta(days=31))
+    if start >= end:
+        abort(400, description=f"to: must be after from ({start}); to is the day after the last.")
+    after = args.get("after")
+    if after is not None and not start <= after[0] < end:
+        abort(400, description="after: is not a page of this period.")
+    return start, end
 
 
 @blueprint.get("/calls")
