@@ -13,9 +13,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from billtrail.explain_schema import ExplanationSchema
+from ledger.app import Ledger
+from ledger.sources import Source
+from projections.runner import Runner
 from web.api.spec import undocumented
 
-from .conftest import ACME_EMAIL, ADMIN_EMAIL, World
+from .conftest import ACME_EMAIL, ADMIN_EMAIL, World, invoice_snapshot
 
 Get = Callable[..., tuple[int, Any]]
 
@@ -122,6 +125,17 @@ def test_a_customer_lists_only_its_own_invoices(as_acme: Get, world: World) -> N
     assert {row["entity_id"] for row in body["invoices"]} == {"acme"}
     mine = as_acme("/api/invoices", entity="acme")[1]
     assert sorted(map(str, numbers(mine))) == sorted(world.of("acme"))
+
+
+def test_a_customer_never_sees_a_draft(as_acme: Get, as_admin: Get, ledger: Ledger) -> None:
+    ledger.observe_invoice(invoice_snapshot("acme", 9, 5, "draft", 10), Source("sync_run", "d9"))
+    Runner(ledger).catch_up()
+    assert as_admin("/api/invoices/in_acme_9")[0] == 200
+    assert as_acme("/api/invoices/in_acme_9")[0] == 404
+    assert as_acme("/api/invoices/in_acme_9/explanation")[0] == 404
+    for params in ({}, {"status": "draft"}):
+        rows = as_acme("/api/invoices", **params)[1]["invoices"]
+        assert "in_acme_9" not in [row["stripe_id"] for row in rows]
 
 
 def test_a_customer_filtering_on_another_entity_gets_404(as_acme: Get) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, jsonify
 from flask_login import current_user
 
+from projections.invoices import InvoiceRow
 from web.api.schemas import DocumentOut, MeOut
 from web.api.spec import openapi_document, operation
 from web.auth import guard
@@ -36,6 +37,12 @@ def visible_entity(entity_id: str | None) -> str | None:
 def mine(entity_id: str) -> bool:
     """Whether the asker may see something of `entity_id`."""
     return bool(current_user.is_admin or entity_id == current_user.entity_id)
+
+
+def shown(invoice: InvoiceRow) -> bool:
+    """Whether the asker may see `invoice`: a customer sees its entity's issued
+    invoices, never a draft (as on its Billing pages)."""
+    return mine(invoice.entity_id) and (current_user.is_admin or invoice.number is not None)
 
 
 def answer(schema: Any, value: Any) -> Response:

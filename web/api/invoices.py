@@ -17,7 +17,7 @@ from projections.invoices import (
     find_invoice,
     list_invoices,
 )
-from web.api import answer, blueprint, mine, visible_entity
+from web.api import answer, blueprint, shown, visible_entity
 from web.api.schemas import (
     SORTS,
     ExplanationQuery,
@@ -52,12 +52,15 @@ def invoices() -> Response:
         page = list_invoices(services().store, query, limit=args["limit"], after=args["after"])
     except InvalidQuery as exc:
         abort(400, description=f"after: {exc}")
-    return answer(InvoicePageOut(), {"invoices": page.rows, "next_cursor": page.next_cursor})
+    # A customer's page leaves drafts out (it may come out short; the cursor
+    # still continues after the last row read).
+    rows = [row for row in page.rows if shown(row)]
+    return answer(InvoicePageOut(), {"invoices": rows, "next_cursor": page.next_cursor})
 
 
 def _invoice(ref: str) -> InvoiceRow:
     found = find_invoice(services().store, ref)
-    if found is None or not mine(found.entity_id):
+    if found is None or not shown(found):
         abort(404, description=f"no invoice {ref!r}")
     return found
 
