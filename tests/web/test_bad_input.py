@@ -226,3 +226,56 @@ def test_a_bad_query_to_a_real_invoice_names_the_parameter(
     response = admin.get("/api/invoices/ACME-0001/explanation?as_of=2026-02-01T10:00:00")
     assert response.status_code == 400
     assert response.get_json()["error"].startswith("as_of:")
+
+
+# The portal's pages -----------------------------------------------------------------
+
+# The query parameters the pages take (the admin list's, the calls page's, ...);
+# a page ignores the ones it does not take.
+PAGE_PARAMS = ("q", "entity", "status", "from", "to", "sort", "after", "as_of", "limit", "page")
+GARBAGE = st.one_of(ANY_TEXT, BAD_DATES, st.integers().map(str), st.just("x" * 5000))
+PAGE_PATHS = {
+    "number": ["ACME-0001", "in_acme_1"],
+    "ref": ["ACME-0001", "in_acme_1"],
+    "entity_id": ["acme"],
+}
+
+
+def page_routes(app: Flask) -> list[tuple[str, str]]:
+    """(rule, blueprint) of every GET page behind a login."""
+    return sorted(
+        (rule.rule, rule.endpoint.split(".")[0])
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.split(".")[0] in ("admin", "billing") and "GET" in (rule.methods or set())
+    )
+
+
+def test_every_page_fed_garbage_in_its_query_answers_below_500(
+    app: Flask, world: World, ledger: Ledger, admin: FlaskClient, acme: FlaskClient
+) -> None:
+    routes = page_routes(app)
+    assert routes
+    before = ledger.recorder.max_notification_id()
+
+    @EXAMPLES
+    @given(
+        route=st.sampled_from(routes),
+        params=st.dictionaries(st.sampled_from(PAGE_PARAMS), GARBAGE, min_size=1),
+        data=st.data(),
+    )
+    def feed(route: tuple[str, str], params: dict[str, str], data: st.DataObject) -> None:
+        rule, blueprint = route
+        path = re.sub(
+            r"<(?:[^:<>]+:)?([^<>]+)>",
+            lambda m: quote(data.draw(st.sampled_from(PAGE_PATHS[m.group(1)])), safe=""),
+            rule,
+        )
+        client = acme if blueprint == "billing" else admin
+        response = client.get(f"{path}?{urlencode(params)}")
+        body = response.get_data()
+        assert response.status_code < 500, (path, params, body[:300])
+        if response.status_code == 400:
+            assert b"<html" in body.lower(), body[:300]
+        assert ledger.recorder.max_notification_id() == before
+
+    feed()
