@@ -21,7 +21,8 @@ other work moves them a lot.
     python -m bench portal                          (50,000 invoices; minutes)
     make bench BENCH_ARGS="portal --invoices 1000000"
     python -m bench.portal --invoices 1000000 --keep var/bench-portal --backend both
-        (--keep: build the book once in that directory and reuse it on later runs)
+        (--keep DIR: build the book once and reuse it on later runs: on SQLite in DIR,
+        on PostgreSQL in the database bench_portal_kept, left for the next run)
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from urllib.parse import urlencode
 from flask import Flask, g, render_template, template_rendered
 from flask.testing import FlaskClient
 
-from bench.projections import SEAL_KEY, database, entity_ids, generate, open_ledger
+from bench.projections import PG_URL, SEAL_KEY, database, entity_ids, generate, open_ledger
 from bench.webhooks import free_port
 from ledger.sources import Source
 from projections.runner import Runner
@@ -59,6 +60,7 @@ from projections.runner import Runner
 ADMIN_EMAIL = "bench-admin@billtrail.example"
 PASSWORD = "bench admin password"
 SECRET_KEY = "bench-portal-secret-key-0123456789abcdef"
+PG_KEPT = "bench_portal_kept"  # the PostgreSQL database --keep builds once
 PER_ENTITY = 500  # invoices per entity: 60% paid, so each filtered page is full
 LIST_PATH = "/admin/invoices"
 FLOOR_PATH = "/bench/floor"
@@ -108,16 +110,21 @@ def build(url: str, var: Path, invoices: int) -> None:
 def book(backend: str, invoices: int, keep: Path | None) -> Iterator[tuple[str, Path]]:
     """(database URL, var dir) of a book of N invoices: built here, or on SQLite
     with --keep, built once in that directory and reused while N is the same."""
-    if backend == "sqlite" and keep is not None:
+    if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
-        url, marker = f"sqlite:///{keep / 'bench.db'}", keep / "built.json"
+        marker = keep / f"built-{backend}.json"
+        if backend == "sqlite":
+            url = f"sqlite:///{keep / 'bench.db'}"
+        else:
+            # A database of its own, left in place for the next run (drop it by hand).
+            url = PG_URL.rsplit("/", 1)[0] + f"/{PG_KEPT}"
         if not marker.exists() or json.loads(marker.read_text()) != {"invoices": invoices}:
-            for stale in keep.glob("bench.db*"):
-                stale.unlink()
+            marker.unlink(missing_ok=True)
+            fresh_database(backend, keep)
             build(url, keep, invoices)
             marker.write_text(json.dumps({"invoices": invoices}))
         else:
-            log(f"  reusing the book in {keep}")
+            log(f"  reusing the book kept in {keep} ({url})")
         yield url, keep
         return
     with tempfile.TemporaryDirectory() as var, database(backend, None) as url:
@@ -461,11 +468,22 @@ def concurrent(
     return {"list": listed, "floor": floor}
 
 
+def fresh_database(backend: str, keep: Path) -> None:
+    for stale in keep.glob("bench.db*"):
+        stale.unlink()
+    if backend == "postgres":
+        import psycopg
+
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{PG_KEPT}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{PG_KEPT}"')
+
+
 def main(args: argparse.Namespace | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.portal")
     parser.add_argument("--invoices", type=int, default=50_000)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="sqlite")
-    parser.add_argument("--keep", type=Path, default=None, help="build the book once here")
+    parser.add_argument("--keep", type=Path, default=None, help="build the book once, keep it")
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument("--runs", type=int, default=500, help="pages timed for one client")
     parser.add_argument("--seconds", type=float, default=10, help="each load run")
