@@ -406,9 +406,7 @@ def test_an_action_without_the_csrf_token_is_refused(
     assert stripe_world.ledger.find_invoice(number).status is Status.OPEN
 
 
-def test_only_admins_act_on_invoices(
-    stripe_app: Flask, stripe_world: StripeWorld, client: FlaskClient
-) -> None:
+def test_only_admins_act_on_invoices(stripe_app: Flask, stripe_world: StripeWorld) -> None:
     number = stripe_world.numbers[0]
     customer = log_in(stripe_app.test_client(), CUSTOMER_EMAIL)
     token = csrf_token(customer, "/billing")
