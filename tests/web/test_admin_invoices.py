@@ -243,18 +243,39 @@ def sums(refs: list[str]) -> dict[str, tuple[int, str]]:
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"entity": "acme"}, {"q": "glob"}, {"from": "2026-03-01"}, {"status": "paid"}],
+    [
+        {},
+        {"entity": "acme"},
+        {"q": "glob"},
+        {"from": "2026-03-01"},
+        {"status": "paid"},
+        {"entity": "acme", "to": "2026-03-01", "sort": "total_asc"},
+    ],
 )
-def test_totals_by_status_count_and_add_up_the_filtered_set(
+def test_totals_by_status_count_and_add_up_the_whole_filtered_set(
     app: Flask, admin: FlaskClient, params: dict[str, str]
 ) -> None:
-    app.config["BILLTRAIL_ADMIN_PAGE_SIZE"] = 2  # the totals cover every page
-    matching = listed(get(admin, "/admin/invoices", **params, sort="total_asc"))
+    app.config["BILLTRAIL_ADMIN_PAGE_SIZE"] = 2  # the totals are of every page
     page = get(admin, "/admin/invoices", **params)
+    link = re.search(r'<a id="totals-link" href="([^"]+)"', page)
+    assert link
+    assert get(admin, html.unescape(link.group(1))) == get(admin, "/admin/invoice-totals", **params)
     app.config["BILLTRAIL_ADMIN_PAGE_SIZE"] = 50
     everything = listed(get(admin, "/admin/invoices", **params))
-    assert len(matching) <= 2 <= len(everything) or len(everything) <= 2
-    assert totals(page) == sums(everything)
+    assert totals(get(admin, "/admin/invoice-totals", **params)) == sums(everything)
+
+
+def test_the_list_loads_its_totals_after_it_shows(admin: FlaskClient) -> None:
+    page = get(admin, "/admin/invoices", entity="acme")
+    assert 'data-status="' not in page  # not added up while the list waits
+    assert '<script src="/static/invoices.js" defer></script>' in page
+    script = admin.get("/static/invoices.js")
+    assert "totals-link" in script.get_data(as_text=True)
+    script.close()
+    standalone = get(admin, "/admin/invoice-totals", entity="acme")
+    assert 'id="invoice-totals"' in standalone
+    assert "(filtered)" in standalone
+    assert "(filtered)" not in get(admin, "/admin/invoice-totals", sort="total_asc")
 
 
 def test_as_of_lists_the_invoices_issued_by_then_with_the_status_they_had_that_day(
@@ -272,7 +293,8 @@ def test_as_of_lists_the_invoices_issued_by_then_with_the_status_they_had_that_d
         "in_initech_2": "draft",
     }
     assert "as of 2026-02-04" in page
-    assert totals(page)["open"][0] == 2
+    then = totals(get(admin, "/admin/invoice-totals", as_of="2026-02-04"))
+    assert then == {"open": (2, "$108.73"), "void": (1, "$54.54"), "draft": (1, "$54.73")}
     combined = listed(get(admin, "/admin/invoices", as_of="2026-02-04", status="open"))
     assert sorted(combined) == ["ACME-0001", "INITECH-0001"]
     later = listed(get(admin, "/admin/invoices", as_of="2026-03-25", status="past_due"))
@@ -283,24 +305,35 @@ def test_as_of_lists_the_invoices_issued_by_then_with_the_status_they_had_that_d
 # Bad input --------------------------------------------------------------------------
 
 
+BAD_FILTERS = [
+    ("status=bogus", "status"),
+    ("status=Paid", "status"),
+    ("from=2026-13-01", "from"),
+    ("to=yesterday", "to"),
+    ("from=2026-03-01&to=2026-02-01", "from must be on or before to"),
+    ("sort=name", "sort"),
+    ("as_of=2026-02-30", "as_of"),
+    ("q=%00", "q"),
+    ("q=" + "x" * 101, "q"),
+]
+BAD_CURSORS = [
+    ("after=not-a-cursor", "cursor"),
+    ("sort=total_asc&after=ZGF0ZXwyMDI2LTAxLTAxfDE", "cursor"),  # a date cursor
+    ("after=dG90YWx8OTk5OTk5OTk5OTk5OTk5OTk5OTk5fDE&sort=total_desc", "cursor"),  # > 64 bits
+]
+
+
 @pytest.mark.parametrize(
-    ("query", "said"),
+    ("path", "query", "said"),
     [
-        ("status=bogus", "status"),
-        ("status=Paid", "status"),
-        ("from=2026-13-01", "from"),
-        ("to=yesterday", "to"),
-        ("from=2026-03-01&to=2026-02-01", "from must be on or before to"),
-        ("sort=name", "sort"),
-        ("after=not-a-cursor", "cursor"),
-        ("sort=total_asc&after=ZGF0ZXwyMDI2LTAxLTAxfDE", "cursor"),  # a date cursor
-        ("after=dG90YWx8OTk5OTk5OTk5OTk5OTk5OTk5OTk5fDE&sort=total_desc", "cursor"),
-        ("as_of=2026-02-30", "as_of"),
-        ("q=%00", "q"),
-        ("q=" + "x" * 101, "q"),
+        *(
+            (path, query, said)
+            for path in ("/admin/invoices", "/admin/invoices.csv")
+            for query, said in BAD_FILTERS + BAD_CURSORS
+        ),
+        *(("/admin/invoice-totals", query, said) for query, said in BAD_FILTERS),
     ],
 )
-@pytest.mark.parametrize("path", ["/admin/invoices", "/admin/invoices.csv"])
 def test_a_bad_parameter_is_a_400_page_saying_what_is_wrong(
     admin: FlaskClient, path: str, query: str, said: str
 ) -> None:
@@ -333,7 +366,7 @@ def test_no_query_string_makes_the_list_fail(
     admin: FlaskClient, params: list[tuple[str, str]], raw: str
 ) -> None:
     for query in (urlencode(params), quote(raw, safe="=&")):
-        for path in ("/admin/invoices", "/admin/invoices.csv"):
+        for path in ("/admin/invoices", "/admin/invoices.csv", "/admin/invoice-totals"):
             response = admin.get(f"{path}?{query}")
             assert response.status_code in (200, 400), (query, response.status_code)
             response.get_data()  # the whole CSV streams without an error too
@@ -343,7 +376,13 @@ def test_no_query_string_makes_the_list_fail(
 
 
 @pytest.mark.parametrize(
-    "path", ["/admin/invoices", "/admin/invoices.csv", "/admin/invoices/ACME-0001"]
+    "path",
+    [
+        "/admin/invoices",
+        "/admin/invoices.csv",
+        "/admin/invoice-totals",
+        "/admin/invoices/ACME-0001",
+    ],
 )
 def test_only_an_admin_reaches_the_invoice_pages(
     acme: FlaskClient, client: FlaskClient, path: str

@@ -50,9 +50,12 @@ def test_an_admin_searches_filters_pages_and_reads_why_an_invoice_charged_what_i
     page.get_by_role("button", name="Apply").click()
     page.wait_for_url("**status=uncollectible**")
     assert listed(page) == world.by_status["uncollectible"]
-    totals = page.locator("section.invoice-totals li")
+    # The totals by status arrive after the list.
+    totals = page.locator("#invoice-totals li[data-status]")
+    totals.first.wait_for()
     assert totals.count() == 1
     assert "1 invoice" in totals.inner_text()
+    assert "$54.97" in totals.inner_text()
 
     # An entity and an issue-date range, sorted by total.
     page.get_by_role("link", name="Clear").click()

@@ -33,6 +33,7 @@ from projections.invoices import (
     invoice_detail,
     invoice_listing,
     list_invoices,
+    totals_by_status,
 )
 from web.admin import blueprint
 from web.services import services
@@ -114,6 +115,11 @@ def _query(args: Mapping[str, Any]) -> InvoiceQuery:
     )
 
 
+def _link_filters() -> dict[str, str]:
+    # A page's links keep its filters (not its cursor) as they were typed.
+    return {k: v for k, v in request.args.items() if k in LINK_PARAMS and v.strip()}
+
+
 @blueprint.get("/invoices")
 def invoices() -> str:
     args = load(ListArgs(), request.args)
@@ -124,11 +130,19 @@ def invoices() -> str:
         )
     except InvalidQuery as exc:
         abort(400, description=str(exc))
-    # The page's links keep its filters (not its cursor) as they were typed.
-    filters = {k: v for k, v in request.args.items() if k in LINK_PARAMS and v.strip()}
     return render_template(
-        "admin/invoices.html", listing=listing, args=args, filters=filters, sorts=SORTS
+        "admin/invoices.html", listing=listing, args=args, filters=_link_filters()
     )
+
+
+@blueprint.get("/invoice-totals")
+def invoice_totals() -> str:
+    """The totals by status of the list's filtered set: a page of its own, which the
+    list loads after it shows (web/static/invoices.js) so a broad filter's totals
+    never hold up the list."""
+    args = load(ListArgs(), request.args)
+    totals = totals_by_status(services().store, _query(args))
+    return render_template("admin/_invoice_totals.html", totals=totals, filters=_link_filters())
 
 
 CSV_HEADER = (
