@@ -5,12 +5,18 @@ customers (their own)."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.app import Ledger
-from web.receipts import Receipt, render_pdf
+from ledger.invoices.domain import CreditNote
+from ledger.values import Period
+from web.formatting import money
+from web.receipts import Receipt, ReceiptLine, render_pdf
 
 from .conftest import World
 
@@ -107,3 +113,64 @@ def test_only_admins_reach_the_admin_receipt(
     assert anonymous.status_code == 302
     assert anonymous.headers["Location"].startswith("/login")
     assert acme.get("/admin/invoices/ACME-0001/receipt.pdf").status_code == 404
+
+
+amounts = st.decimals(min_value=0, max_value=10**7, places=2, allow_nan=False)
+# Any printable text: names and descriptions come from Stripe and people.
+printable = st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=60)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lines=st.lists(st.tuples(printable.map("Item {}".format), amounts), min_size=1, max_size=8),
+    tax=amounts,
+    paid=st.booleans(),
+    credits=st.lists(amounts.filter(lambda a: a > 0), max_size=3),
+    name=printable,
+    currency=st.sampled_from(["usd", "eur", "gbp", "chf"]),
+)
+def test_any_receipt_shows_its_total_and_a_balance_that_adds_up(
+    lines: list[tuple[str, Decimal]],
+    tax: Decimal,
+    paid: bool,
+    credits: list[Decimal],
+    name: str,
+    currency: str,
+) -> None:
+    subtotal = sum((amount for _, amount in lines), Decimal(0))
+    total = subtotal + tax
+    receipt = Receipt(
+        number="X-0001",
+        stripe_id="in_x",
+        entity_id="x",
+        entity_name=name,
+        currency=currency,
+        period=Period(date(2026, 1, 1), date(2026, 2, 1)),
+        status="paid" if paid else "open",
+        issue_date=date(2026, 2, 1),
+        due_date=None,
+        lines=tuple(ReceiptLine(d, "fee", Decimal(1), a, a) for d, a in lines),
+        taxes=(ReceiptLine("Tax", "tax", Decimal(1), tax, tax),),
+        subtotal=subtotal,
+        tax=tax,
+        total=total,
+        amount_paid=total if paid else Decimal(0),
+        paid_at=datetime(2026, 2, 3, tzinfo=UTC) if paid else None,
+        receipt_number=None,
+        credit_notes=tuple(
+            CreditNote(
+                f"cn_{i}", f"CN-{i}", c, "order_change", "", (), datetime(2026, 2, 4, tzinfo=UTC)
+            )
+            for i, c in enumerate(credits)
+        ),
+        credited=sum(credits, Decimal(0)),
+    )
+    data = render_pdf(receipt)
+    assert data == render_pdf(receipt)
+    texts = pdf_text(data)
+    assert after(texts, "Total") == money(total, currency)
+    owed = total - sum(credits, Decimal(0)) - (total if paid else 0)
+    if owed < 0:
+        assert after(texts, "Credit balance") == money(-owed, currency)
+    else:
+        assert after(texts, "Balance due") == money(owed, currency)
