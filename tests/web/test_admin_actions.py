@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from adapters.stripe.outbound.invoice_pull import pull_invoices_from_stripe
 from adapters.stripe.sandbox import RunningSandbox, start_sandbox
 from adapters.stripe.sandbox.testing import FAST_RETRIES
-from adapters.stripe.testing import FastRetries
+from adapters.stripe.testing import FastRetries, LoopbackServer
 from billtrail.settings import Settings
 from ledger.app import Ledger
 from ledger.invoices.domain import Status
@@ -39,6 +39,7 @@ from .conftest import (
     World,
     csrf_token,
     log_in,
+    screenshot,
 )
 
 ENTITY = "umbrella"
@@ -432,3 +433,45 @@ def test_without_stripe_the_actions_say_so(
     assert response.status_code == 503
     assert "Stripe is not configured" in response.get_data(as_text=True)
     assert ledger.find_invoice(number).status is Status.OPEN
+
+
+# In the browser ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stripe_page(chromium: Any, stripe_app: Flask, stripe_world: StripeWorld) -> Iterator[Any]:
+    """A browser page on the app wired to the sandbox, served on loopback."""
+    with LoopbackServer(stripe_app) as server:
+        context = chromium.new_context(base_url=server.url)
+        context.set_default_timeout(15_000)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+@pytest.mark.browser
+def test_an_admin_voids_an_invoice_in_the_browser(
+    stripe_page: Any, stripe_world: StripeWorld
+) -> None:
+    page = stripe_page
+    number = stripe_world.numbers[0]
+    page.goto("/login")
+    page.get_by_label("Email").fill(ADMIN_EMAIL)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"/admin/invoices/{number}")
+    # The browser will not send it without a reason.
+    page.get_by_role("button", name="Void invoice…").click()
+    assert page.url.endswith(f"/admin/invoices/{number}")
+    page.locator("#void-reason").fill("sent to the wrong company")
+    page.get_by_role("button", name="Void invoice…").click()
+    assert page.get_by_role("heading", name="Void invoice: please confirm").is_visible()
+    assert stripe_world.ledger.find_invoice(number).status is Status.OPEN
+    page.get_by_role("button", name="Yes: void invoice").click()
+    page.wait_for_url("**/actions/result?**")
+    assert "Stripe reports it done" in page.locator("#action-state").inner_text()
+    assert page.locator("#invoice-status").inner_text().strip().endswith("Void")
+    screenshot(page, "invoice-action")
+    stripe_id = stripe_world.stripe_id(number)
+    assert stripe_world.client.v1.invoices.retrieve(stripe_id).status == "void"
