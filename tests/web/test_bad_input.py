@@ -238,6 +238,7 @@ PAGE_PATHS = {
     "number": ["ACME-0001", "in_acme_1"],
     "ref": ["ACME-0001", "in_acme_1"],
     "entity_id": ["acme"],
+    "action": ["credit", "void"],
 }
 
 
