@@ -20,9 +20,9 @@ from ledger.values import natural_id
 
 # Stripe's unit_amount_decimal takes at most 12 decimal places of the minor unit.
 MAX_UNIT_PRICE_PLACES = 12
-# Stripe refuses unit amounts of 10^8 minor units and up (999,999.99 in a
-# two-decimal currency); beyond that a price is a typo, and an exponent like
-# 1E+999999 overflows Decimal arithmetic wherever calls are multiplied by it.
+# The portal's correction forms' bound too. Beyond it a price is a typo (Stripe
+# refuses unit amounts past 10^8 minor units), and an exponent like 1E+999999
+# overflows Decimal arithmetic wherever calls are multiplied by it.
 MAX_UNIT_PRICE = Decimal(1_000_000)
 
 
@@ -66,8 +66,8 @@ def check_unit_price(unit_price: Decimal) -> Decimal:
         raise InvalidRate(f"a per-call price must be a decimal number, got {unit_price!r}")
     if unit_price < 0:
         raise InvalidRate(f"a per-call price cannot be negative: {unit_price}")
-    if unit_price >= MAX_UNIT_PRICE:
-        raise InvalidRate(f"a per-call price must be below {MAX_UNIT_PRICE}: {unit_price}")
+    if unit_price > MAX_UNIT_PRICE:
+        raise InvalidRate(f"a per-call price is at most {MAX_UNIT_PRICE}: {unit_price}")
     exponent = unit_price.normalize().as_tuple().exponent
     if isinstance(exponent, int) and -exponent > MAX_UNIT_PRICE_PLACES + 2:
         raise InvalidRate(f"a per-call price has at most 14 decimal places: {unit_price}")

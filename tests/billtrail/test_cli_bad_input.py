@@ -105,7 +105,7 @@ BAD_COMMANDS: list[list[str]] = [
     [*RATE, "--per-call", "NaN"],
     [*RATE, "--per-call", "Infinity"],
     [*RATE, "--per-call", "1e999999"],  # was recorded: overflowed usage x rate later
-    [*RATE, "--per-call", "1000000"],
+    [*RATE, "--per-call", "1000000.01"],
     [*RATE, "--per-call", ""],
     [
         "rates",
