@@ -93,7 +93,10 @@ class Money:
 
     def to_minor(self) -> int:
         """Exact integer minor units; an amount with sub-minor digits raises."""
-        scaled = self.amount.scaleb(exponent(self.currency))
+        try:
+            scaled = self.amount.scaleb(exponent(self.currency))
+        except ArithmeticError as exc:  # decimal.Overflow: an exponent like 1E+999999
+            raise InvalidAmount(f"{self.amount} {self.currency.upper()} is too large") from exc
         if scaled != scaled.to_integral_value():
             raise InvalidAmount(
                 f"{self.amount} {self.currency.upper()} is not a whole number of minor units"

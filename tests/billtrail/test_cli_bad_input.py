@@ -78,6 +78,40 @@ def events(
     return lambda: int(log.count("events"))
 
 
+@pytest.fixture
+def invoice(events: Callable[[], int], cli_env: dict[str, str]) -> str:
+    """An open invoice of acme-corp in the ledger (as a sync would record it)."""
+    from datetime import date
+    from decimal import Decimal
+
+    from billtrail import bootstrap
+    from billtrail.settings import Settings
+    from ledger.invoices.application import InvoiceSnapshot
+    from ledger.invoices.domain import Totals
+    from ledger.sources import Source
+    from ledger.values import Line, Period
+
+    amount = Decimal("12.50")
+    snapshot = InvoiceSnapshot(
+        stripe_id="in_bad_input_1",
+        entity_id=ENTITY,
+        currency="eur",
+        period=Period(date(2026, 1, 1), date(2026, 2, 1)),
+        status="open",
+        lines=[Line("il_1", "usage", "Calls", Decimal(1000), Decimal("0.0125"), amount)],
+        totals=Totals(amount, Decimal(0), amount),
+        number="ACME-0001",
+        issue_date=date(2026, 2, 1),
+        due_date=date(2026, 2, 15),
+    )
+    app = bootstrap.ledger(Settings.from_env(cli_env))
+    try:
+        app.observe_invoice(snapshot, Source("sync_run", "bad-input"))
+    finally:
+        app.close()
+    return "ACME-0001"
+
+
 def refused(run: Any) -> str:
     """The one line of a refusal (exit 2, no traceback)."""
     assert run.code == 2, run
@@ -249,6 +283,31 @@ def test_a_malformed_value_is_one_line_exit_2_and_records_nothing(
     stdin("another long password\n")
     before = events()
     refused(run_cli(*args))
+    assert events() == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["credit", "--amount", "abc"],
+        ["credit", "--amount", "0"],
+        ["credit", "--amount", "-5"],
+        ["credit", "--amount", "NaN"],
+        ["credit", "--amount", "0.001"],  # below a cent
+        ["credit", "--amount", "1e999999"],
+        ["wrong-rate", "--per-call", "abc"],
+        ["wrong-rate", "--per-call", "-1", "--effective-from", "2026-01-01"],
+        ["wrong-rate", "--per-call", "0.01", "--effective-from", "2026-02-30"],
+        ["wrong-rate", "--per-call", "1e999999", "--effective-from", "2026-01-01"],
+        ["duplicate-calls", "--call", "no-such-call"],
+    ],
+    ids=" ".join,
+)
+def test_a_correction_of_a_real_invoice_with_malformed_values_is_refused(
+    run_cli: RunCLI, events: Callable[[], int], invoice: str, args: list[str]
+) -> None:
+    before = events()
+    refused(run_cli("corrections", args[0], invoice, *args[1:], "--reason", "bad input"))
     assert events() == before
 
 

@@ -167,6 +167,13 @@ def test_non_whole_minor_units_raise_invalid_amount_on_to_minor(
     assert m.round_minor().is_whole_minor()
 
 
+def test_an_amount_too_large_for_minor_units_raises_invalid_amount() -> None:
+    # 1E+999999 is a finite Decimal; in cents it overflowed (decimal.Overflow, a
+    # traceback from `corrections credit --amount 1e999999`).
+    with pytest.raises(InvalidAmount, match="too large"):
+        Money.of("1e999999", "usd").to_minor()
+
+
 def test_trailing_zeros_below_the_minor_unit_are_still_whole() -> None:
     assert Money.of("12.3400", "usd").to_minor() == 1234
     assert Money.of("5.000", "jpy").to_minor() == 5
