@@ -763,6 +763,8 @@ class InvoiceDetail:
 def invoice_detail(store: Store, ref: str) -> InvoiceDetail | None:
     """The invoice with number or Stripe id `ref`, with its lines, status history and
     its period's usage (None when there is none)."""
+    if "\x00" in ref:  # in no invoice's number, and PostgreSQL refuses it as a parameter
+        return None
     with store.reading() as tx:
         found = tx.select(
             INVOICES, "stripe_id = ? OR number = ?", (ref, ref), "ORDER BY seq LIMIT 1"
