@@ -311,6 +311,42 @@ def test_a_correction_of_a_real_invoice_with_malformed_values_is_refused(
     assert events() == before
 
 
+EDGES = ["0001-01-01", "9999-12-31"]
+INSTANT_EDGES = [*EDGES, "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        *(
+            ["invoices", "list", option, day]
+            for option in ("--from", "--to", "--as-of")
+            for day in EDGES
+        ),
+        *(["sweep", "past-due", "--today", day] for day in EDGES),
+        *(["usage", "push", "--date", day] for day in EDGES),
+        *(
+            [*RATE[:3], "--per-call", "0.01", "--currency", "EUR", "--effective-from", day]
+            for day in EDGES
+        ),
+        *(["explain", "ACME-0001", "--as-of", at] for at in INSTANT_EDGES),
+        *(["history", "entity", ENTITY, "--as-of", at] for at in INSTANT_EDGES),
+        *(["sync", "--since", day] for day in EDGES),
+    ],
+    ids=" ".join,
+)
+def test_the_first_and_last_representable_days_are_never_a_traceback(
+    run_cli: RunCLI, invoice: str, args: list[str]
+) -> None:
+    # Well-formed values at the edge of the calendar: an answer or a refusal,
+    # whichever the command means, but never an overflow's traceback.
+    run = run_cli(*args)
+    assert "Traceback" not in run.err, run
+    assert run.code in (0, 1, 2), run
+    if run.code == 2:
+        refused(run)
+
+
 def test_users_add_with_no_password_on_stdin_is_refused(
     run_cli: RunCLI, events: Callable[[], int], stdin: Callable[[str], None]
 ) -> None:
