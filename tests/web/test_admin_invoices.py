@@ -560,6 +560,25 @@ def test_the_detail_as_of_explains_the_invoice_as_the_ledger_knew_it_then(
     )
 
 
+def test_the_detail_as_of_marks_the_statuses_recorded_after_it(
+    ledger: Ledger, clock: TickingClock, admin: FlaskClient
+) -> None:
+    clock.now = datetime(2026, 5, 1, tzinfo=UTC)
+    ledger.mark_past_due("in_acme_3", date(2026, 4, 20), Source("scheduler_run", "sweep-late"))
+    Runner(ledger).catch_up()
+    now = get(admin, "/admin/invoices/ACME-0003")
+    assert 'class="later"' not in now
+    assert "as-of-note" not in now
+    then = get(admin, "/admin/invoices/ACME-0003", as_of="2026-04-25")
+    later = re.findall(r'<tr class="later">\s*<td><span class="status status-([a-z-]+)"', then)
+    assert later == ["past-due"]
+    assert 'id="as-of-note"' in then
+    # The explanation as of then still has it open; the page's badge is today's.
+    why = then.split('id="why-heading"', 1)[1]
+    assert 'Status then: <span class="status status-open">' in why
+    assert 'Status then: <span class="status status-past-due">' in now
+
+
 def test_the_list_as_of_links_to_the_detail_as_of_the_same_day(admin: FlaskClient) -> None:
     page = get(admin, "/admin/invoices", as_of="2026-02-04")
     assert 'href="/admin/invoices/ACME-0001?as_of=2026-02-04"' in page
