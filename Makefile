@@ -41,7 +41,8 @@ SIM_BACKEND ?= sqlite
 simulate: install
 	BILLTRAIL_SIM_SEED=$(SEED) BILLTRAIL_SIM_RUNS=$(RUNS) BILLTRAIL_SIM_SIZE=$(SIZE) \
 	$(BIN)/python -m pytest tests/simulation -p no:cacheprovider -q \
-		-k "longer_runs and $(if $(filter all,$(SIM_BACKEND)),(sqlite or postgres),$(SIM_BACKEND))"
+		-k "longer_runs and $(if $(filter all,$(SIM_BACKEND)),(sqlite or postgres),$(SIM_BACKEND))" \
+		$(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)

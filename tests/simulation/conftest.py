@@ -78,10 +78,8 @@ def pytest_terminal_summary(
         times = ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items())
         verdict = "PASS" if r.passed else "FAIL"
         write(f"seed {r.seed} on {r.backend}: {verdict} ({times}; {len(r.faults)} faults)")
+        write(f"    replay: {r.replay}")
         write(f"    world: {r.world}")
         for fault in r.faults:
             write(f"    {fault}")
-    write(
-        f"{sum(r.passed for r in records)} of {len(records)} runs passed; "
-        "replay one with `make simulate SEED=<seed> RUNS=1`"
-    )
+    write(f"{sum(r.passed for r in records)} of {len(records)} runs passed")

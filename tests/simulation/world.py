@@ -313,6 +313,7 @@ class SeedRecord:
     seed: int
     backend: str
     world: str = ""
+    replay: str = ""
     faults: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     passed: bool = False
