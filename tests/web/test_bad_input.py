@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 from flask import Flask
@@ -33,7 +33,7 @@ ANY_TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
 CONTROL = st.sampled_from(["\x00", "\x01", "\n", "\t", "\x1f", "\x7f"])
 BAD_DATES = st.one_of(
     st.sampled_from(["2026-13-01", "2026-02-30", "yesterday", "2026/01/01", "01-01-2026", "0"]),
-    st.text(st.characters(exclude_categories=["Nd"]), max_size=12),
+    st.text(st.characters(codec="utf-8", exclude_categories=["Nd"]), max_size=12),
 )
 BAD_INSTANTS = st.one_of(
     BAD_DATES,
@@ -177,6 +177,11 @@ def test_every_api_operation_refuses_malformed_values_with_a_json_400(
         op, values, spoiled = request
         response = client.get(op.url(values), headers=headers)
         status = response.status_code
+        if status == 308:
+            # Werkzeug's routing merges a path's double slashes ('/' quoted in an
+            # id decodes to one) by redirecting to the merged path: no answer yet.
+            assert urlsplit(response.headers["Location"]).path.startswith("/api/")
+            return
         assert response.is_json, (status, response.get_data()[:200])
         body = response.get_json()
         assert 200 <= status < 500, (status, body)
@@ -233,7 +238,15 @@ def test_a_bad_query_to_a_real_invoice_names_the_parameter(
 # The query parameters the pages take (the admin list's, the calls page's, ...);
 # a page ignores the ones it does not take.
 PAGE_PARAMS = ("q", "entity", "status", "from", "to", "sort", "after", "as_of", "limit", "page")
-GARBAGE = st.one_of(ANY_TEXT, BAD_DATES, st.integers().map(str), st.just("x" * 5000))
+GARBAGE = st.one_of(
+    ANY_TEXT,
+    BAD_DATES,
+    st.integers().map(str),
+    st.just("x" * 5000),
+    # Well-formed, at the calendar's edges: an answer or a 400, never an overflow.
+    st.sampled_from(["0001-01-01", "9999-12-31"]),
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+)
 PAGE_PATHS = {
     "number": ["ACME-0001", "in_acme_1"],
     "ref": ["ACME-0001", "in_acme_1"],
