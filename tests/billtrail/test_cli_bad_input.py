@@ -116,7 +116,7 @@ def refused(run: Any) -> str:
     """The one line of a refusal (exit 2, no traceback)."""
     assert run.code == 2, run
     assert "Traceback" not in run.err, run.err
-    lines = run.err.strip().splitlines()
+    lines: list[str] = run.err.strip().splitlines()
     assert len(lines) == 1, run.err
     assert lines[0].startswith("billtrail: "), lines[0]
     assert len(lines[0]) > len("billtrail: ") + 5, lines[0]

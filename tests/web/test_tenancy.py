@@ -72,7 +72,7 @@ class Route:
 
     @property
     def endpoint(self) -> str:
-        return self.rule.endpoint
+        return str(self.rule.endpoint)
 
     @property
     def is_api(self) -> bool:
@@ -92,14 +92,15 @@ class Route:
         count = max((len(values[n]) for n in names), default=1)
         query = NEEDS.get(self.endpoint)
         suffix = f"?{urlencode(query)}" if query else ""
-        return [
-            _ARGUMENT.sub(
-                lambda m, i=i: quote(values[m.group(2)][i % len(values[m.group(2)])], safe=""),
-                self.rule.rule,
-            )
-            + suffix
-            for i in range(count)
-        ]
+
+        def fill(i: int) -> Callable[[re.Match[str]], str]:
+            def value(m: re.Match[str]) -> str:
+                choices = values[m.group(2)]
+                return quote(choices[i % len(choices)], safe="")
+
+            return value
+
+        return [_ARGUMENT.sub(fill(i), self.rule.rule) + suffix for i in range(count)]
 
     @property
     def has_parameters(self) -> bool:
