@@ -28,9 +28,10 @@ def visible_entity(entity_id: str | None) -> str | None:
     404), or for an admin `entity_id` as given (None: all)."""
     if current_user.is_admin:
         return entity_id
-    if entity_id is not None and entity_id != current_user.entity_id:
+    own: str | None = current_user.entity_id
+    # Never None for a customer: that would be the unfiltered list.
+    if own is None or (entity_id is not None and entity_id != own):
         abort(404, description="no such entity")
-    own: str = current_user.entity_id
     return own
 
 
