@@ -101,6 +101,8 @@ def aging(rows: Sequence[PastDueRow]) -> list[AgingBucket]:
     ]
 
 
+# The last notice of each invoice: a correlated subquery on the notices'
+# (invoice, position) index, so one index probe per past-due invoice.
 _SQL = (
     "SELECT i.number, i.stripe_id, i.entity_id, i.entity_name, i.currency, i.total, "
     "i.credited, i.amount_paid, i.due_date, "
