@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -360,6 +360,9 @@ class InvoiceRow:
 class InvoicePage:
     rows: list[InvoiceRow]
     next_cursor: str | None
+    # Set on a page that has rows before it: pass it as `before` for the page
+    # before (its `limit` rows just before this page's first).
+    prev_cursor: str | None = None
 
 
 _SORT_COLUMNS = {"date": ("list_date", "date"), "total": ("total_units", "bigint")}
@@ -583,29 +586,51 @@ def _list_sql(
 
 
 def list_invoices(
-    store: Store, query: InvoiceQuery | None = None, *, limit: int = 50, after: str | None = None
+    store: Store,
+    query: InvoiceQuery | None = None,
+    *,
+    limit: int = 50,
+    after: str | None = None,
+    before: str | None = None,
 ) -> InvoicePage:
     """One page of the invoice list; pass the returned `next_cursor` as `after` for
-    the next page (None when this page is the last)."""
+    the next page (None when this page is the last), `prev_cursor` as `before` for
+    the one before it (None when this page is the first)."""
     q = query or InvoiceQuery()
     if not 1 <= limit <= 1000:
         raise InvalidQuery(f"limit must be 1 to 1000, not {limit}")
     with store.reading() as tx:
-        return _page(tx, q, limit, after)
+        return _page(tx, q, limit, after, before)
 
 
-def _page(tx: Tx, q: InvoiceQuery, limit: int, after: str | None) -> InvoicePage:
-    sql, params, _, type_ = _list_sql(tx, q, limit, after)
+def _page(
+    tx: Tx, q: InvoiceQuery, limit: int, after: str | None, before: str | None = None
+) -> InvoicePage:
+    if after is not None and before is not None:
+        raise InvalidQuery("a page is either after a cursor or before one, not both")
+    # The page before a cursor is the page after it in the opposite order, reversed.
+    walk = replace(q, descending=not q.descending) if before is not None else q
+    sql, params, _, type_ = _list_sql(tx, walk, limit, before if before is not None else after)
     rows = tx.execute(sql, params)
     more = len(rows) > limit
     rows = rows[:limit]
+    if before is not None:
+        rows.reverse()
+
+    def cursor_of(row: Sequence[Any]) -> str:
+        value = decode(row[1], type_, tx.backend)
+        return _encode_cursor(q.sort, value.isoformat() if type_ == "date" else value, row[0])
+
     result = [_invoice_row(r[2:], tx.backend) for r in rows]
-    cursor = None
-    if more and rows:
-        last = rows[-1]
-        value = decode(last[1], type_, tx.backend)
-        cursor = _encode_cursor(q.sort, value.isoformat() if type_ == "date" else value, last[0])
-    return InvoicePage(result, cursor)
+    if not rows:
+        return InvoicePage(result, None)
+    if before is not None:
+        return InvoicePage(result, cursor_of(rows[-1]), cursor_of(rows[0]) if more else None)
+    return InvoicePage(
+        result,
+        cursor_of(rows[-1]) if more else None,
+        cursor_of(rows[0]) if after is not None else None,
+    )
 
 
 def count_invoices(store: Store, query: InvoiceQuery | None = None) -> int:
@@ -697,7 +722,12 @@ class InvoiceListing:
 
 
 def invoice_listing(
-    store: Store, query: InvoiceQuery | None = None, *, limit: int = 50, after: str | None = None
+    store: Store,
+    query: InvoiceQuery | None = None,
+    *,
+    limit: int = 50,
+    after: str | None = None,
+    before: str | None = None,
 ) -> InvoiceListing:
     """One page of the list and the entities to filter by. Raises InvalidQuery for
     a bad limit or cursor."""
@@ -705,7 +735,7 @@ def invoice_listing(
     if not 1 <= limit <= 1000:
         raise InvalidQuery(f"limit must be 1 to 1000, not {limit}")
     with store.reading() as tx:
-        page = _page(tx, q, limit, after)
+        page = _page(tx, q, limit, after, before)
         entities = tx.execute(
             "SELECT entity_id, name FROM {p}proj_invoice_entity_names ORDER BY name, entity_id"
         )

@@ -186,26 +186,37 @@ def test_sort_orders_by_issue_date_or_total_either_way(
         assert totals == sorted(totals, reverse=reverse)
 
 
+def prev_link(page: str) -> str | None:
+    match = re.search(r'<a href="([^"]+)" rel="prev">', page)
+    return html.unescape(match.group(1)) if match else None
+
+
 @pytest.mark.parametrize("sort", ["date_desc", "date_asc", "total_desc", "total_asc"])
-def test_paging_through_every_page_lists_each_invoice_exactly_once(
+def test_paging_through_every_page_and_back_lists_each_invoice_exactly_once(
     app: Flask, admin: FlaskClient, sort: str
 ) -> None:
     app.config["BILLTRAIL_ADMIN_PAGE_SIZE"] = 3
-    seen: list[str] = []
+    forward: list[list[str]] = []
     url: str | None = f"/admin/invoices?sort={sort}"
-    pages = 0
     while url is not None:
         page = get(admin, url)
-        rows = listed(page)
-        assert 1 <= len(rows) <= 3
-        seen += rows
-        pages += 1
+        forward.append(listed(page))
         url = next_link(page)
         if url:
             assert "sort=" + sort in url
             assert "after=" in url
-    assert pages == 3
+    assert [len(rows) for rows in forward] == [3, 3, 2]
+    seen = [ref for rows in forward for ref in rows]
     assert len(seen) == len(set(seen)) == len(EXPECTED)
+    backward = [listed(page)]
+    url = prev_link(page)
+    while url is not None:
+        assert "before=" in url
+        page = get(admin, url)
+        backward.append(listed(page))
+        url = prev_link(page)
+    assert backward == forward[::-1]
+    assert next_link(page) == next_link(get(admin, f"/admin/invoices?sort={sort}"))
     app.config["BILLTRAIL_ADMIN_PAGE_SIZE"] = 50
     unpaged = listed(get(admin, "/admin/invoices", sort=sort))
     assert seen == unpaged
@@ -316,6 +327,10 @@ BAD_FILTERS = [
     ("q=%00", "q"),
     ("q=" + "x" * 101, "q"),
 ]
+BAD_PAGE_BEFORE = [  # the list's "previous page" (the CSV is all pages from `after` on)
+    ("after=ZGF0ZXwyMDI2LTAxLTAxfDE&before=ZGF0ZXwyMDI2LTAxLTAxfDE", "not both"),
+    ("before=nope", "cursor"),
+]
 BAD_CURSORS = [
     ("after=not-a-cursor", "cursor"),
     ("sort=total_asc&after=ZGF0ZXwyMDI2LTAxLTAxfDE", "cursor"),  # a date cursor
@@ -331,6 +346,7 @@ BAD_CURSORS = [
             for path in ("/admin/invoices", "/admin/invoices.csv")
             for query, said in BAD_FILTERS + BAD_CURSORS
         ),
+        *(("/admin/invoices", query, said) for query, said in BAD_PAGE_BEFORE),
         *(("/admin/invoice-totals", query, said) for query, said in BAD_FILTERS),
     ],
 )

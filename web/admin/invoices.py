@@ -69,6 +69,7 @@ class ListArgs(_Blankless):
     to = fields.Date()
     sort = fields.String(load_default="date_desc", validate=validate.OneOf(list(SORTS)))
     after = fields.String(validate=[validate.Length(max=200), _TEXT])
+    before = fields.String(validate=[validate.Length(max=200), _TEXT])
     as_of = fields.Date()
 
     @validates_schema
@@ -126,7 +127,11 @@ def invoices() -> str:
     size = int(current_app.config.get("BILLTRAIL_ADMIN_PAGE_SIZE", PAGE_SIZE))
     try:
         listing = invoice_listing(
-            services().store, _query(args), limit=size, after=args.get("after")
+            services().store,
+            _query(args),
+            limit=size,
+            after=args.get("after"),
+            before=args.get("before"),
         )
     except InvalidQuery as exc:
         abort(400, description=str(exc))
