@@ -13,9 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
 
 from markupsafe import Markup, escape
+
+from projections.past_due import AgingBucket
+from web.formatting import money
 
 Number = Decimal | int
 
@@ -202,11 +204,9 @@ def _month_ticks(first: date, last: date) -> list[date]:
     return ticks
 
 
-def aging_chart(buckets: Sequence[Any], currency: str) -> Markup:
+def aging_chart(buckets: Sequence[AgingBucket], currency: str) -> Markup:
     """The past-due aging in one currency: a bar per bucket of days overdue, its
     height the amount due, labelled with the amount and the count."""
-    from web.formatting import money
-
     bars = [
         Bar(
             f"{b.label} days",
