@@ -306,7 +306,7 @@ def one_client(url: str, var: Path, paths: list[str], runs: int) -> dict[str, An
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], workers: int, worker_class: str) -> Iterator[int]:
+def gunicorn(env: dict[str, str], workers: int, worker_class: str) -> Iterator[tuple[int, int]]:
     """The README's production command on loopback (`-w 2`, sync workers by default),
     serving bench.portal:served_app() (the production factory plus the floor)."""
     port = free_port()
@@ -333,7 +333,7 @@ def gunicorn(env: dict[str, str], workers: int, worker_class: str) -> Iterator[i
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("gunicorn did not start") from None
                 time.sleep(0.1)
-        yield port
+        yield port, server.pid
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -407,9 +407,26 @@ def _load_process(
     pipe.send(out)
 
 
-def drive(port: int, paths: list[str], cookie: str, seconds: float) -> dict[str, Any]:
+def server_cpu(master: int) -> float:
+    """CPU seconds used so far by gunicorn's master and its workers (from /proc)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == master or int(stat[1]) == master:
+            total += int(stat[11]) + int(stat[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def drive(port: int, paths: list[str], cookie: str, seconds: float, server: int) -> dict[str, Any]:
     """CONNECTIONS keep-alive connections in PROCESSES processes for `seconds` (after
-    a 2 s warm-up): pages/s counting 200s, latencies, and the load average."""
+    a 2 s warm-up): pages/s counting 200s, latencies, the load average, and the
+    server's CPU time per page, which other work on the machine does not move much
+    (pages/s does: the workers wait for a core)."""
     context = multiprocessing.get_context("spawn")
     children = []
     for _ in range(PROCESSES):
@@ -425,6 +442,10 @@ def drive(port: int, paths: list[str], cookie: str, seconds: float) -> dict[str,
     start = time.time() + 2.0
     for _, pipe in children:
         pipe.send((start, start + seconds))
+    time.sleep(max(0.0, start - time.time()))
+    cpu = server_cpu(server)
+    time.sleep(max(0.0, start + seconds - time.time()))
+    cpu = server_cpu(server) - cpu
     results = [r for _, pipe in children for r in pipe.recv()]
     for child, _ in children:
         child.join()
@@ -440,6 +461,7 @@ def drive(port: int, paths: list[str], cookie: str, seconds: float) -> dict[str,
         "p50": statistics.median(latencies) * 1000,
         "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
         "load": os.getloadavg()[0],
+        "cpu_ms": cpu * 1000 / max(1, statuses[200]),
     }
 
 
@@ -447,11 +469,11 @@ def concurrent(
     url: str, var: Path, paths: list[str], seconds: float, workers: int, worker_class: str
 ) -> dict[str, Any]:
     env = {**settings_env(url, var), "BENCH_FLOOR_QUERY": paths[0]}
-    with gunicorn(env, workers, worker_class) as port:
+    with gunicorn(env, workers, worker_class) as (port, pid):
         cookie = http_log_in(port)
         before = os.getloadavg()[0]
-        listed = drive(port, [LIST_PATH + q for q in paths], cookie, seconds)
-        floor = drive(port, [FLOOR_PATH + q for q in paths], cookie, seconds)
+        listed = drive(port, [LIST_PATH + q for q in paths], cookie, seconds, pid)
+        floor = drive(port, [FLOOR_PATH + q for q in paths], cookie, seconds, pid)
     log(
         f"{CONNECTIONS} keep-alive connections ({PROCESSES} processes), gunicorn -w {workers} "
         f"-k {worker_class}, {seconds:.0f} s each:"
@@ -461,8 +483,13 @@ def concurrent(
             f"  {label} {r['per_s']:7,.0f} pages/s  p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms"
             f"  answers {r['statuses']}  load average {r['load']:.1f}"
         )
+        log(
+            f"        server CPU {r['cpu_ms']:5.2f} ms/page: {workers * 1000 / r['cpu_ms']:,.0f} "
+            f"pages/s if the {workers} workers had a core each to themselves"
+        )
     log(
-        f"  ratio list/floor {listed['per_s'] / floor['per_s']:.2f}  (target list >= 1,000 "
+        f"  ratio list/floor {listed['per_s'] / floor['per_s']:.2f} in pages/s, "
+        f"{floor['cpu_ms'] / listed['cpu_ms']:.2f} in CPU per page  (target list >= 1,000 "
         f"pages/s); load average before {before:.1f}"
     )
     return {"list": listed, "floor": floor}
