@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import csv
 import hashlib
 import io
 import json
@@ -28,7 +27,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import Response, abort, render_template, request, stream_with_context
-from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from billtrail.explain_schema import explanation_document
 from ledger.errors import NotRecordedYet, UnknownInvoice
@@ -39,6 +38,10 @@ from projections.invoices import find_invoice
 from projections.usage import usage_for_period
 from web.admin import blueprint
 from web.admin.catalog import ENTITY_ID
+
+# The invoice list's: blank form fields dropped, printable text, CSV cells safe
+# from spreadsheet formulas.
+from web.admin.invoices import _TEXT, _Blankless, _cell, _csv_line
 from web.charts import calls_chart
 from web.services import services
 from web.validation import load
@@ -49,19 +52,6 @@ MAX_DAYS = 366
 CSV_HEADER = ("call_id", "entity_id", "day", "started_at", "duration_seconds", "source")
 
 Cursor = tuple[date, datetime, str]
-# Printable text only: a NUL reaches PostgreSQL as an error, not as a search.
-_TEXT = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="must not contain control characters")
-
-
-def _cell(text: str) -> str:
-    # A cell a spreadsheet would run as a formula is written as text.
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
-
-
-def _csv_line(values: tuple[str, ...]) -> str:
-    out = io.StringIO()
-    csv.writer(out).writerow(values)
-    return out.getvalue()
 
 
 class CursorField(fields.Field[Cursor]):
@@ -85,17 +75,12 @@ class CursorField(fields.Field[Cursor]):
             raise ValidationError("is not a page of this list") from exc
 
 
-class CallsArgs(Schema):
+class CallsArgs(_Blankless):
     entity = fields.String(validate=ENTITY_ID)
     from_ = fields.Date(data_key="from")
     to = fields.Date()
     after = CursorField()
     invoice = fields.String(validate=[validate.Length(max=100), _TEXT])
-
-    @pre_load
-    def drop_blanks(self, data: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
-        # A submitted form sends every field; an empty one means "not given".
-        return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
 
     @validates_schema
     def period(self, data: Mapping[str, Any], **kwargs: Any) -> None:
