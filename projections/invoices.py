@@ -718,7 +718,12 @@ class InvoiceListing:
     separately: over a broad filter they read every matching row.)"""
 
     page: InvoicePage
-    entities: list[tuple[str, str]]  # (entity id, name), by name
+    # (entity id, name) by name, at most ENTITY_CHOICES of them; None when there are
+    # more (a page then takes an entity id rather than offering a long list).
+    entities: list[tuple[str, str]] | None
+
+
+ENTITY_CHOICES = 200
 
 
 def invoice_listing(
@@ -737,8 +742,12 @@ def invoice_listing(
     with store.reading() as tx:
         page = _page(tx, q, limit, after, before)
         entities = tx.execute(
-            "SELECT entity_id, name FROM {p}proj_invoice_entity_names ORDER BY name, entity_id"
+            "SELECT entity_id, name FROM {p}proj_invoice_entity_names "
+            "ORDER BY name, entity_id LIMIT ?",
+            (ENTITY_CHOICES + 1,),
         )
+    if len(entities) > ENTITY_CHOICES:
+        return InvoiceListing(page, None)
     return InvoiceListing(page, [(str(e), str(n)) for e, n in entities])
 
 

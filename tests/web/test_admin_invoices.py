@@ -21,6 +21,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import projections.invoices
 from ledger.app import Ledger
 from ledger.sources import Source
 from ledger.usage.application import CallRow
@@ -103,6 +104,18 @@ def test_every_form_control_of_the_list_has_a_label(admin: FlaskClient) -> None:
     assert len(ids) == len(controls) == 7
     for control_id in ids:
         assert f'<label for="{control_id}">' in form
+
+
+def test_with_many_entities_the_entity_filter_takes_an_id(
+    admin: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offered = get(admin, "/admin/invoices", entity="globex")
+    assert '<option value="globex" selected>Globex Corporation (globex)</option>' in offered
+    monkeypatch.setattr(projections.invoices, "ENTITY_CHOICES", 2)
+    page = get(admin, "/admin/invoices", entity="globex")
+    assert '<select id="f-entity"' not in page
+    assert '<input id="f-entity" name="entity" value="globex"' in page
+    assert sorted(listed(page)) == ["GLOBEX-0001", "GLOBEX-0002", "GLOBEX-0003"]
 
 
 @pytest.mark.parametrize("status", ["open", "paid", "past_due", "uncollectible", "void", "draft"])
