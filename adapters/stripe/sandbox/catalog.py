@@ -160,7 +160,7 @@ def _unit_amount(p: Params) -> Decimal:
     if p.has("unit_amount") and p.has("unit_amount_decimal"):
         raise invalid(
             "You may only specify one of these parameters: unit_amount, unit_amount_decimal.",
-            param="unit_amount_decimal",
+            param=p.name("unit_amount_decimal"),
         )
     whole = p.integer("unit_amount", minimum=0)
     if whole is not None:
@@ -168,10 +168,15 @@ def _unit_amount(p: Params) -> Decimal:
     exact = p.decimal("unit_amount_decimal")
     if exact is None:
         raise invalid(
-            "Missing required param: unit_amount.", param="unit_amount", code="parameter_missing"
+            f"Missing required param: {p.name('unit_amount')}.",
+            param=p.name("unit_amount"),
+            code="parameter_missing",
         )
     if exact < 0:
-        raise invalid("Invalid unit_amount_decimal: must be >= 0", param="unit_amount_decimal")
+        raise invalid(
+            f"Invalid {p.name('unit_amount_decimal')}: must be >= 0",
+            param=p.name("unit_amount_decimal"),
+        )
     return exact
 
 
@@ -202,31 +207,62 @@ def create_price(ctx: Ctx, p: Params) -> JsonDict:
     metadata = p.metadata()
     product_id = _price_product(ctx, p)
     p.finish()
+    price = _new_price(ctx, currency, product_id, amount, recurring=recurring)
+    price.update(
+        active=active is not False,
+        billing_scheme=billing_scheme,
+        lookup_key=lookup_key,
+        metadata=apply_metadata({}, metadata),
+        nickname=nickname,
+        tax_behavior=tax_behavior,
+    )
+    ctx.store.add("price", price)
+    ctx.emit("price.created", price)
+    return ctx.render(price)
+
+
+def _new_price(
+    ctx: Ctx, currency: str, product_id: str, amount: Decimal, *, recurring: JsonDict | None
+) -> JsonDict:
     integral = amount == amount.to_integral_value()
-    price = {
+    return {
         "id": ctx.store.new_id("price"),
         "object": "price",
-        "active": active is not False,
-        "billing_scheme": billing_scheme,
+        "active": True,
+        "billing_scheme": "per_unit",
         "created": ctx.server.now(),
         "currency": currency,
         "custom_unit_amount": None,
         "livemode": False,
-        "lookup_key": lookup_key,
-        "metadata": apply_metadata({}, metadata),
-        "nickname": nickname,
+        "lookup_key": None,
+        "metadata": {},
+        "nickname": None,
         "product": product_id,
         "recurring": recurring,
-        "tax_behavior": tax_behavior,
+        "tax_behavior": "unspecified",
         "tiers_mode": None,
         "transform_quantity": None,
         "type": "recurring" if recurring else "one_time",
         "unit_amount": int(amount) if integral else None,
         "unit_amount_decimal": decimal_text(amount),
     }
-    ctx.store.add("price", price)
-    ctx.emit("price.created", price)
-    return ctx.render(price)
+
+
+def inline_price(ctx: Ctx, data: Params) -> JsonDict:
+    """The Price Stripe generates from a `price_data` hash: a one-time price of an
+    existing product with its own id, which the item (and its invoice line) names
+    and `GET /v1/prices/:id` serves. It cannot be used again: it is inactive, and
+    the price list leaves it out (the SDK's `Price.list` docstring: "excluding
+    inline prices"). No `price.created` is published for it."""
+    currency = _currency(data)
+    product_id = data.text("product", required=True)
+    assert product_id is not None
+    ctx.store.get("product", product_id, data.name("product"))
+    amount = _unit_amount(data)
+    tax_behavior = data.choice("tax_behavior", TAX_BEHAVIOURS) or "unspecified"
+    price = _new_price(ctx, currency, product_id, amount, recurring=None)
+    price.update(active=False, tax_behavior=tax_behavior, _inline=True)
+    return ctx.store.add("price", price)
 
 
 def retrieve_price(ctx: Ctx, p: Params, price_id: str) -> JsonDict:
@@ -266,7 +302,8 @@ def list_prices(ctx: Ctx, p: Params) -> JsonDict:
     found = [
         x
         for x in ctx.store.all("price")
-        if (active is None or x["active"] == active)
+        if not x.get("_inline")
+        and (active is None or x["active"] == active)
         and (product is None or x["product"] == product)
         and (currency is None or x["currency"] == currency.lower())
         and (kind is None or x["type"] == kind)

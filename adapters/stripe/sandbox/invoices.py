@@ -15,7 +15,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from adapters.stripe.sandbox import customers as cust
-from adapters.stripe.sandbox.catalog import active_tax_rates, decimal_text, tax_percentage
+from adapters.stripe.sandbox.catalog import (
+    active_tax_rates,
+    decimal_text,
+    inline_price,
+    tax_percentage,
+)
 from adapters.stripe.sandbox.clock import DAY, HOUR
 from adapters.stripe.sandbox.context import Ctx, public, renders
 from adapters.stripe.sandbox.errors import (
@@ -55,11 +60,23 @@ def render_invoice(ctx: Ctx, invoice: JsonDict) -> JsonDict:
     lines = invoice["_lines"]
     served["lines"] = {
         "object": "list",
-        "data": [public(line) for line in lines[:EMBEDDED_LINES]],
+        "data": [render_line(ctx, line) for line in lines[:EMBEDDED_LINES]],
         "has_more": len(lines) > EMBEDDED_LINES,
         "url": f"/v1/invoices/{invoice['id']}/lines",
     }
     served["default_tax_rates"] = _rates(ctx, invoice["_default_tax_rates"])
+    return served
+
+
+def render_line(ctx: Ctx, line: JsonDict) -> JsonDict:
+    served = public(line)
+    details = line["parent"].get("subscription_item_details")
+    if details is not None:
+        # The SDK's InvoiceLineItem.metadata: a subscription line's metadata "reflects
+        # the current metadata from the subscription" (lines cannot be edited here).
+        subscription = ctx.store.objects["subscription"].get(details["subscription"])
+        if subscription is not None:
+            served["metadata"] = dict(subscription["metadata"])
     return served
 
 
@@ -239,6 +256,7 @@ def add_line(
     parent: JsonDict,
     tax_rates: list[str],
     metered: JsonDict | None = None,
+    metadata: JsonDict | None = None,
 ) -> JsonDict:
     subscription = _parent_subscription(parent)
     line: JsonDict = {
@@ -252,7 +270,7 @@ def add_line(
         "discounts": [],
         "invoice": invoice["id"],
         "livemode": False,
-        "metadata": {},
+        "metadata": dict(metadata or {}),
         "parent": parent,
         "period": {"start": period[0], "end": period[1]},
         "pretax_credit_amounts": [],
@@ -562,6 +580,8 @@ def _attach_item(ctx: Ctx, invoice: JsonDict, item: JsonDict) -> None:
         price=price,
         parent=parent,
         tax_rates=item["_tax_rates"],
+        # Stripe's line for an invoice item carries the item's metadata.
+        metadata=item["metadata"],
     )
 
 
@@ -584,10 +604,9 @@ def _item_amount(ctx: Ctx, p: Params) -> tuple[int, Decimal, JsonDict | None, st
         )
     data = p.nested("price_data")
     if data is not None:
-        currency = data.text("currency", required=True)
-        ctx.store.get("product", str(data.text("product", required=True)), "price_data[product]")
-        unit = data.decimal("unit_amount_decimal") or Decimal(data.integer("unit_amount") or 0)
-        return money(quantity * unit), quantity, None, currency
+        price = inline_price(ctx, data)
+        unit = Decimal(price["unit_amount_decimal"])
+        return money(quantity * unit), quantity, price, price["currency"]
     unit_decimal = p.decimal("unit_amount_decimal")
     if unit_decimal is not None:
         return money(quantity * unit_decimal), quantity, None, None
@@ -698,6 +717,8 @@ def update_invoice_item(ctx: Ctx, p: Params, item_id: str) -> JsonDict:
         for line in _item_lines(ctx, item):
             line["description"] = description
     item["metadata"] = apply_metadata(item["metadata"], metadata)
+    for line in _item_lines(ctx, item):
+        line["metadata"] = dict(item["metadata"])
     return ctx.render(item)
 
 
@@ -983,7 +1004,11 @@ def list_invoices(ctx: Ctx, p: Params) -> JsonDict:
 def list_lines(ctx: Ctx, p: Params, invoice_id: str) -> JsonDict:
     invoice = ctx.store.get("invoice", invoice_id)
     result = list_response(
-        ctx, p, invoice["_lines"], f"/v1/invoices/{invoice_id}/lines", render=public
+        ctx,
+        p,
+        invoice["_lines"],
+        f"/v1/invoices/{invoice_id}/lines",
+        render=lambda line: render_line(ctx, line),
     )
     p.finish()
     return result

@@ -1,8 +1,9 @@
 """The billing scenarios billtrail depends on, run against the sandbox and (in
 contract mode) against Stripe test mode with the same code: a customer on a
 test clock with a fixed fee and a metered price, usage over two periods, paid
-and failed payments, void, uncollectible, credit notes, idempotency,
-pagination and error shapes. Only the SDK is used."""
+and failed payments, void, uncollectible, credit notes, an invoice item's line
+(its metadata, its `price_data` made an inline price), idempotency, pagination
+and error shapes. Only the SDK is used."""
 
 from __future__ import annotations
 
@@ -275,6 +276,47 @@ def test_credit_note_on_an_open_invoice_lowers_the_amount_due_until_voided(
     voided = client.v1.credit_notes.void_credit_note(note.id)
     assert voided.status == "void"
     assert client.v1.invoices.retrieve(invoice.id).amount_due == 10_000
+
+
+def test_an_invoice_items_line_carries_its_metadata_and_its_price_data_becomes_a_price(
+    stripe_target: StripeTarget,
+) -> None:
+    # How billtrail's wrong-rate correction bills a replacement's usage; the ledger
+    # reads the kind from the line's metadata and the unit price from its pricing.
+    world = make_world(stripe_target)
+    client = world.client
+    draft = client.v1.invoices.create({"customer": world.customer.id, "currency": "usd"})
+    product = world.per_call.product
+    item = client.v1.invoice_items.create(
+        {
+            "customer": world.customer.id,
+            "invoice": draft.id,
+            "currency": "usd",
+            "quantity": 240,
+            "price_data": {"currency": "usd", "product": product, "unit_amount_decimal": "1.1"},
+            "metadata": {"billtrail_kind": "usage"},
+        }
+    )
+    assert item.pricing is not None
+    assert item.pricing.price_details is not None
+    price_id = item.pricing.price_details.price
+    assert isinstance(price_id, str)
+    assert price_id.startswith("price_")
+    assert price_id not in (world.fee.id, world.per_call.id)
+
+    [line] = client.v1.invoices.retrieve(draft.id).lines.data
+    assert line.metadata.to_dict() == {"billtrail_kind": "usage"}
+    assert line.pricing is not None
+    assert line.pricing.price_details is not None
+    assert line.pricing.price_details.price == price_id
+    assert line.pricing.unit_amount_decimal == Decimal("1.1")
+    assert (line.quantity, line.amount) == (240, 264)
+
+    price = client.v1.prices.retrieve(price_id)
+    assert (price.product, price.type, price.recurring) == (product, "one_time", None)
+    assert price.unit_amount_decimal == Decimal("1.1")
+    listed = client.v1.prices.list({"product": product, "limit": 100}).data
+    assert price_id not in [p.id for p in listed]
 
 
 def test_same_idempotency_key_replays_the_first_response_and_creates_nothing_more(
