@@ -22,6 +22,8 @@ from adapters.stripe.outbound.corrections import (
 )
 from adapters.stripe.outbound.subscriptions import BillingTerms
 from ledger.entities.domain import BillableEntity
+from ledger.explain.application import explain
+from ledger.explain.domain import FlagCode
 from ledger.invoices.domain import Status
 
 from .conftest import Crash, World, crash_once
@@ -190,3 +192,56 @@ def test_void_voids_an_open_invoice_once(world: World) -> None:
     posts = len(world.posts())
     assert void_invoice(world.outbox(), acme, reason="again", actor=ACTOR).already_done
     assert len(world.posts()) == posts
+
+
+def test_a_replacement_bills_its_calls_as_usage_so_its_rate_can_be_corrected_again(
+    world: World,
+) -> None:
+    invoices = world.bill_july(terms=by_bank_transfer)
+    first = correct_wrong_rate(
+        world.outbox(),
+        invoices["acme"],
+        reason="volume discount signed in June",
+        actor=ACTOR,
+        revision=RateRevision(Decimal("0.0110"), date(2026, 7, 1)),
+    )
+    replacement_id = first.results["replacement"]
+
+    # Read back from Stripe, the replacement's line is the usage it bills: the
+    # kind its invoice item carried, the inline price Stripe made of its
+    # price_data, and the corrected unit price.
+    replacement = world.ledger.invoice(replacement_id)
+    [line] = replacement.lines
+    assert line.kind == "usage"
+    assert (line.quantity, line.unit_amount, line.amount) == (
+        240,
+        Decimal("0.011"),
+        Decimal("2.64"),
+    )
+    assert line.price_id is not None
+    assert line.price_id.startswith("price_")
+    explanation = explain(world.ledger, replacement_id)
+    assert FlagCode.RATE_MISMATCH not in explanation.codes
+    assert explanation.ok, explanation.flags
+    [explained] = explanation.lines
+    assert (explained.kind, explained.unit_amount) == ("usage", Decimal("0.011"))
+    assert (explained.calls_at_issue, explained.contracted_amount) == (240, Decimal("2.64"))
+    billed_days = [d for d in explanation.days if d.calls_at_issue]
+    assert {d.rate_at_issue.unit_price for d in billed_days if d.rate_at_issue} == {
+        Decimal("0.0110")
+    }
+
+    # So correcting the replacement's rate reprices its calls again.
+    second = correct_wrong_rate(
+        world.outbox(),
+        replacement_id,
+        reason="the discount was 1.0 cent",
+        actor=ACTOR,
+        revision=RateRevision(Decimal("0.0100"), date(2026, 7, 1)),
+    )
+    again = world.ledger.invoice(second.results["replacement"])
+    assert [(li.kind, li.quantity, li.unit_amount) for li in again.lines] == [
+        ("usage", 240, Decimal("0.01"))
+    ]
+    assert again.total == Decimal("2.40")
+    assert again.replaces == replacement_id
