@@ -20,6 +20,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from adapters.stripe.invoices import ENTITY_METADATA_KEY
 from adapters.stripe.outbound.outbox import AfterCall
+from adapters.stripe.processing import process_pending
+from adapters.stripe.sandbox import RunningSandbox
 from ledger.app import Ledger
 from ledger.invoices.domain import Invoice
 from ledger.sources import Source
@@ -310,6 +312,26 @@ def facts(
             body.pop("originator_id")
             body.pop("originator_version")
             found.setdefault(str(note.originator_id), []).append((note.topic, body))
+
+
+# Quiet moments ---------------------------------------------------------------------------
+
+
+def settled(sandbox: RunningSandbox, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Wait until every webhook delivery is delivered or given up (held and retried
+    ones included); returns the deliveries."""
+    return sandbox.control.wait_for_deliveries(
+        lambda found: all(d["status"] != "pending" for d in found), timeout=timeout
+    )
+
+
+def drain(ledger: Ledger, client: stripe.StripeClient, passes: int = 10) -> None:
+    """Process the inbox until nothing is deferred (Stripe answered every re-read),
+    as the worker does at a quiet moment."""
+    for _ in range(passes):
+        if not process_pending(ledger, client).deferred:
+            return
+    raise AssertionError(f"events still waiting after {passes} passes")
 
 
 # Faults ---------------------------------------------------------------------------------

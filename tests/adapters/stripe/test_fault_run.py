@@ -20,17 +20,20 @@ from typing import Any
 
 import psycopg
 import pytest
-import stripe
 
 from adapters.stripe.client import close_client, make_client
-from adapters.stripe.processing import process_pending
 from adapters.stripe.sandbox import RunningSandbox, start_sandbox
 from adapters.stripe.sandbox.testing import FAST_RETRIES
 from adapters.stripe.sync import EVENT_TYPES, run_sync
-from adapters.stripe.testing import BillingWorld, LoopbackServer, invoice_histories
+from adapters.stripe.testing import (
+    BillingWorld,
+    LoopbackServer,
+    drain,
+    invoice_histories,
+    settled,
+)
 from billtrail import bootstrap
 from billtrail.settings import Settings
-from ledger.app import Ledger
 from ledger.stripe_inbox.domain import Disposition
 from web import create_app, shutdown
 
@@ -114,21 +117,6 @@ FAULTS = [
     # The last step's webhooks are all lost for good: only `sync` can repair them.
     Faults({"drop": 10_000}, lambda sandbox: None),
 ]
-
-
-def settled(sandbox: RunningSandbox) -> list[dict[str, Any]]:
-    """Every delivery delivered or given up (held and retried ones included)."""
-    return sandbox.control.wait_for_deliveries(
-        lambda found: all(d["status"] != "pending" for d in found), timeout=30
-    )
-
-
-def drain(ledger: Ledger, client: stripe.StripeClient) -> None:
-    for _ in range(10):
-        report = process_pending(ledger, client)
-        if not report.deferred:
-            return
-    raise AssertionError("events still waiting after 10 passes")
 
 
 @dataclass
