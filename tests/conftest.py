@@ -103,7 +103,8 @@ class Run(NamedTuple):
 @pytest.fixture
 def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
     """The environment `run_cli` gives the CLI, as an operator would set it. A package
-    (or module) whose commands need more (a Stripe sandbox, SMTP) overrides it."""
+    (or module) whose commands need more (a Stripe sandbox, SMTP) overrides it; the
+    override may take `cli_env` itself, this one, and extend it."""
     return {
         "BILLTRAIL_DATABASE_URL": database_url,
         "BILLTRAIL_VAR_DIR": str(tmp_path / "var"),

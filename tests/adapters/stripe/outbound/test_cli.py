@@ -15,21 +15,14 @@ import pytest
 
 from adapters.stripe.sandbox import RunningSandbox
 
-from .conftest import SEAL_KEY
-
 # run_cli(*args) -> Run(code, out, err): tests/conftest.py, in the environment below.
 RunCLI = Callable[..., Any]
 
 
 @pytest.fixture
-def cli_env(database_url: str, tmp_path: Path, sandbox: RunningSandbox) -> dict[str, str]:
-    return {
-        "BILLTRAIL_DATABASE_URL": database_url,
-        "BILLTRAIL_VAR_DIR": str(tmp_path / "var"),
-        "BILLTRAIL_SEAL_KEY": SEAL_KEY,
-        "STRIPE_API_BASE": sandbox.url,
-        "STRIPE_API_KEY": sandbox.api_key,
-    }
+def cli_env(cli_env: dict[str, str], sandbox: RunningSandbox) -> dict[str, str]:
+    """tests/conftest.py's environment, with Stripe at the sandbox."""
+    return {**cli_env, "STRIPE_API_BASE": sandbox.url, "STRIPE_API_KEY": sandbox.api_key}
 
 
 def one_line(run: Any, code: int) -> str:
