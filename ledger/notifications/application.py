@@ -34,6 +34,10 @@ from ledger.notifications.domain import (
 from ledger.sources import Source
 
 
+def _unknown_invoice(stripe_id: str) -> UnknownInvoice:
+    return UnknownInvoice(f"no invoice {stripe_id!r}")
+
+
 @dataclass(frozen=True)
 class SweepOutcome:
     """What one past-due sweep did: the invoices it moved to past due and the
@@ -137,65 +141,51 @@ class NotificationCommands(EntityCommands):
         admins: Sequence[str] = (),
     ) -> SweepOutcome:
         """Move each candidate invoice that is open with a due date before `today` to
-        past due, queueing its notices in the same save, then record the sweep of
-        `today`. Candidates are Stripe invoice ids (the read model's open and overdue
-        invoices); each is decided again here on the invoice itself, so a stale list
-        cannot move the wrong one. Run again, or by a second process at once, it
-        changes nothing: an invoice becomes past due once, its notices are created
-        with that transition, and a day is recorded as swept once. `source` names the
-        run in every event it records."""
-        marked: list[str] = []
-        queued: list[UUID] = []
-        for stripe_id in dict.fromkeys(candidates):
-            notes = self._mark_past_due_and_queue(stripe_id, today, source, list(admins))
-            if notes is not None:
-                marked.append(stripe_id)
-                queued += [n.id for n in notes]
-        self._record_sweep(today, len(marked), len(queued), source)
-        return SweepOutcome(today, marked, queued)
-
-    def _mark_past_due_and_queue(
-        self, stripe_id: str, today: date, source: Source, admins: list[str]
-    ) -> list[Notification] | None:
+        past due, queueing its notices, and record the sweep of `today` with what it
+        moved, all in one save: a process stopped half way has moved nothing and
+        recorded nothing, so the day's record always says what moved. Candidates are
+        Stripe invoice ids (the read model's open and overdue invoices); each is
+        decided again here on the invoice itself, so a stale list cannot move the
+        wrong one. Run again, or by a second process at once, it changes nothing: an
+        invoice becomes past due once, its notices are created with that transition,
+        and a day is recorded as swept once (a later run that moves invoices the
+        first did not records its share). `source` names the run in every event it
+        records."""
         # No source keys: the transition happens once by the invoice's own state (an
-        # invoice past due is never open again) and the notices are created only in
-        # its save, so a repeated or concurrent sweep finds nothing to do. A writer
-        # that got there first fails this save on the invoice's version.
-        invoice_id = Invoice.create_id(stripe_id)
+        # invoice past due is never open again). A writer that got there first fails
+        # this save on an invoice's or the record's version: decide again.
+        ids = list(dict.fromkeys(candidates))
         for _ in range(MAX_CONFLICT_RETRIES):
             at = self.clock()
-            invoice = self.load(
-                Invoice, invoice_id, lambda: UnknownInvoice(f"no invoice {stripe_id!r}")
-            )
-            if not invoice.mark_past_due(today, source, at):
-                return None
-            entity = self.entity(invoice.entity_id)
-            notes = past_due_notifications(invoice, entity, admins, today, source, at)
+            marked: list[str] = []
+            changed: list[Any] = []
+            queued: list[UUID] = []
+            for stripe_id in ids:
+                invoice = self.load(
+                    Invoice, Invoice.create_id(stripe_id), partial(_unknown_invoice, stripe_id)
+                )
+                if not invoice.mark_past_due(today, source, at):
+                    continue
+                entity = self.entity(invoice.entity_id)
+                notes = past_due_notifications(invoice, entity, list(admins), today, source, at)
+                marked.append(stripe_id)
+                changed += [invoice, *notes]
+                queued += [n.id for n in notes]
+            sweeps = self._sweeps(source, at)
+            if not sweeps.complete(today, len(marked), len(queued), source, at):
+                return SweepOutcome(today)  # swept before, nothing moved since
             try:
-                self.save(invoice, *notes)
-            except IntegrityError:
-                continue  # the invoice changed under us (or another sweep beat us): decide again
-            return notes
-        raise ConcurrentChange(f"mark past due: invoice {stripe_id} kept changing; try again")
-
-    def _record_sweep(self, day: date, marked: int, queued: int, source: Source) -> bool:
-        """Record that `day` was swept and what this run moved (see
-        `PastDueSweeps.complete`)."""
-        sweeps_id = PastDueSweeps.create_id()
-        for _ in range(MAX_CONFLICT_RETRIES):
-            at = self.clock()
-            if self.exists(sweeps_id):
-                sweeps = self.load(PastDueSweeps, sweeps_id, lambda: NotFound("no sweeps"))
-            else:
-                sweeps = PastDueSweeps.start(source, at)
-            if not sweeps.complete(day, marked, queued, source, at):
-                return False
-            try:
-                self.save(sweeps)
+                self.save(*changed, sweeps)
             except IntegrityError:
                 continue
-            return True
-        raise ConcurrentChange("the record of past-due sweeps kept changing; try again")
+            return SweepOutcome(today, marked, queued)
+        raise ConcurrentChange(f"past-due sweep of {today}: the invoices kept changing; try again")
+
+    def _sweeps(self, source: Source, at: datetime) -> PastDueSweeps:
+        sweeps_id = PastDueSweeps.create_id()
+        if self.exists(sweeps_id):
+            return self.load(PastDueSweeps, sweeps_id, lambda: NotFound("no sweeps"))
+        return PastDueSweeps.start(source, at)
 
     def last_past_due_sweep(self) -> date | None:
         """The latest day a past-due sweep completed for (None: never)."""

@@ -15,6 +15,7 @@ import pytest
 
 from ledger.app import Ledger
 from ledger.application import ConcurrentChange
+from ledger.errors import UnknownInvoice
 from ledger.invoices.domain import Invoice, Status
 from ledger.notifications.domain import DeliveryStatus, past_due_notifications
 from ledger.sources import Source
@@ -166,6 +167,22 @@ def test_a_second_sweep_of_the_day_that_moved_more_invoices_records_its_share(
     assert sum(r.marked for r in records) == 2
     assert sum(r.queued for r in records) == 8
     assert ledger.last_past_due_sweep() == TODAY
+
+
+def test_a_sweep_stopped_half_way_moves_nothing_so_the_days_record_says_what_moved(
+    ledger: Ledger, issue: Issue, acme: str
+) -> None:
+    # A scheduler killed between two invoices of its sweep took its share of the
+    # day's record with it (seed 30 of the simulation): now it has moved nothing.
+    first = issue("in_1", acme, date(2026, 2, 10))
+    second = issue("in_2", acme, date(2026, 2, 10))
+    with pytest.raises(UnknownInvoice):
+        ledger.sweep_past_due(TODAY, SWEEP, [first, "in_stops_here", second], ADMINS)
+    assert ledger.invoice(first).status is Status.OPEN
+    assert ledger.last_past_due_sweep() is None
+    ledger.sweep_past_due(TODAY, SWEEP, [first, second], ADMINS)
+    records = list(ledger.events_of_topics(["billtrail:PastDueSweeps.Completed"]))
+    assert [(r.day, r.marked, r.queued) for r in records] == [(TODAY, 2, 8)]
 
 
 def test_concurrent_sweeps_of_the_same_day_mark_and_queue_once(
