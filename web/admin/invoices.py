@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -189,14 +189,22 @@ def _csv_row(r: InvoiceRow) -> tuple[str, ...]:
     )
 
 
-def _csv(first: InvoicePage, next_page: Any) -> Iterator[str]:
-    yield _csv_line(CSV_HEADER)
+def csv_pages(
+    header: tuple[str, ...],
+    first: Any,
+    read: Callable[[str], Any],
+    row: Callable[[Any], tuple[str, ...]],
+) -> Iterator[str]:
+    """A CSV as it streams: the header, then a page's rows at a time, each next
+    page (`read(cursor)`) read only once the one before is sent. `first` and what
+    `read` returns are pages with `rows` and `next_cursor`."""
+    yield _csv_line(header)
     page = first
     while True:
-        yield "".join(_csv_line(_csv_row(r)) for r in page.rows)
+        yield "".join(_csv_line(row(r)) for r in page.rows)
         if page.next_cursor is None:
             return
-        page = next_page(page.next_cursor)
+        page = read(page.next_cursor)
 
 
 @blueprint.get("/invoices.csv")
@@ -208,9 +216,12 @@ def invoices_csv() -> Response:
         first = list_invoices(store, query, limit=CSV_PAGE, after=args.get("after"))
     except InvalidQuery as exc:
         abort(400, description=str(exc))
-    rows = _csv(first, lambda after: list_invoices(store, query, limit=CSV_PAGE, after=after))
+
+    def read(after: str) -> InvoicePage:
+        return list_invoices(store, query, limit=CSV_PAGE, after=after)
+
     return Response(
-        rows,
+        csv_pages(CSV_HEADER, first, read, _csv_row),
         mimetype="text/csv",
         headers={"Content-Disposition": 'attachment; filename="invoices.csv"'},
     )
