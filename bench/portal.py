@@ -11,9 +11,11 @@ in the same run.
   once, for the same admin, with no database, no user lookup, no validation.
 - profile: the SQL statements and Jinja compilations of one warm page (targets:
   a fixed handful, none per row; no compilation), and the functions it spends on.
-- 16 connections: gunicorn (2 workers, the README's production command) on
-  loopback, driven by 16 keep-alive http.client connections in 2 processes;
-  pages/s of the list and of the floor on the same server. Target: >= 1,000/s.
+- 16 connections: gunicorn with 2 workers on loopback, driven by 16 keep-alive
+  http.client connections in 2 processes; pages/s of the list and of the floor on
+  the same server, and the server's CPU time per page. Twice: sync workers (the
+  README's production command; they close each connection) and gthread workers
+  (8 threads each, keep-alive). Target: >= 1,000 pages/s.
 
 The machine's load average is printed with the figures: on a shared 2-core box
 other work moves them a lot.
@@ -515,7 +517,7 @@ def main(args: argparse.Namespace | None = None) -> None:
     parser.add_argument("--runs", type=int, default=500, help="pages timed for one client")
     parser.add_argument("--seconds", type=float, default=10, help="each load run")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
-    parser.add_argument("--worker-class", choices=["sync", "gthread"], default="sync")
+    parser.add_argument("--worker-class", choices=["sync", "gthread", "both"], default="both")
     parser.add_argument("--one-client", action="store_true", help="skip the 16 connections")
     own = parser.parse_args(sys.argv[1:] if args is None else [])
     if args is not None and hasattr(args, "invoices"):
@@ -528,8 +530,11 @@ def main(args: argparse.Namespace | None = None) -> None:
                 continue
             paths = queries(own.invoices)
             one_client(url, var, paths, own.runs)
-            if not own.one_client:
-                concurrent(url, var, paths, own.seconds, own.workers, own.worker_class)
+            if own.one_client:
+                continue
+            both = ["sync", "gthread"] if own.worker_class == "both" else [own.worker_class]
+            for worker_class in both:
+                concurrent(url, var, paths, own.seconds, own.workers, worker_class)
 
 
 if __name__ == "__main__":
