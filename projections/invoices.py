@@ -597,8 +597,6 @@ def list_invoices(
     the next page (None when this page is the last), `prev_cursor` as `before` for
     the one before it (None when this page is the first)."""
     q = query or InvoiceQuery()
-    if not 1 <= limit <= 1000:
-        raise InvalidQuery(f"limit must be 1 to 1000, not {limit}")
     with store.reading() as tx:
         return _page(tx, q, limit, after, before)
 
@@ -606,6 +604,8 @@ def list_invoices(
 def _page(
     tx: Tx, q: InvoiceQuery, limit: int, after: str | None, before: str | None = None
 ) -> InvoicePage:
+    if not 1 <= limit <= 1000:
+        raise InvalidQuery(f"limit must be 1 to 1000, not {limit}")
     if after is not None and before is not None:
         raise InvalidQuery("a page is either after a cursor or before one, not both")
     # The page before a cursor is the page after it in the opposite order, reversed.
@@ -737,8 +737,6 @@ def invoice_listing(
     """One page of the list and the entities to filter by. Raises InvalidQuery for
     a bad limit or cursor."""
     q = query or InvoiceQuery()
-    if not 1 <= limit <= 1000:
-        raise InvalidQuery(f"limit must be 1 to 1000, not {limit}")
     with store.reading() as tx:
         page = _page(tx, q, limit, after, before)
         entities = tx.execute(
