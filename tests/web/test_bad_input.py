@@ -78,9 +78,10 @@ class Parameter:
             options.append(st.tuples(ANY_TEXT, CONTROL, ANY_TEXT).map("".join))
             if "maxLength" in s:
                 options.append(st.just("x" * (s["maxLength"] + 1)))
-            if s.get("minLength", 0) >= 1 and self.where == "query":
-                options.append(st.just(""))
-        return st.one_of(options) if options else st.nothing()
+        if not options:
+            return st.nothing()
+        # A blank value means "not given" (as on the admin list's form).
+        return st.one_of(options).filter(lambda v: bool(v.strip()))
 
     def good(self) -> st.SearchStrategy[str]:
         """Plausible values (which may still find nothing)."""

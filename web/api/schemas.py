@@ -8,10 +8,11 @@ schemas (`billtrail.explain_schema`) in the document's components."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from billtrail.explain_schema import DecimalString
 from projections.invoices import STATUSES
@@ -50,7 +51,16 @@ def _ordered_days(data: dict[str, Any], start: str, end: str, strict: bool) -> N
 # Requests -----------------------------------------------------------------------
 
 
-class InvoiceListQuery(Schema):
+class Query(Schema):
+    """A query string. An empty value means "not given", as on the admin list
+    (a submitted form sends every field), so its URLs' queries work here too."""
+
+    @pre_load
+    def drop_blanks(self, data: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+
+
+class InvoiceListQuery(Query):
     q = _text(200, load_default=None, metadata={"description": "Text in the number or name."})
     entity = _text(200, load_default=None, metadata={"description": "An entity id."})
     status = fields.String(validate=validate.OneOf(STATUSES), load_default=None)
@@ -79,7 +89,7 @@ class InvoicePath(Schema):
     number = _text(200, required=True, metadata={"description": "Number or Stripe id."})
 
 
-class ExplanationQuery(Schema):
+class ExplanationQuery(Query):
     as_of = fields.AwareDateTime(
         load_default=None,
         metadata={"description": "As the ledger knew it then (ISO 8601 with offset)."},
@@ -90,7 +100,7 @@ class EntityPath(Schema):
     entity_id = _text(200, required=True)
 
 
-class CallsQuery(Schema):
+class CallsQuery(Query):
     from_ = fields.Date(data_key="from", required=True, metadata={"description": "First day."})
     to = fields.Date(
         required=True,
