@@ -23,6 +23,12 @@ def test_an_admin_searches_filters_pages_and_reads_why_an_invoice_charged_what_i
     page: Any, app: Flask, world: World, tmp_path: Path
 ) -> None:
     app.config["BILLTRAIL_ADMIN_PAGE_SIZE"] = 3
+    # A script or style the CSP blocks shows up as a console error; a missing
+    # resource as a failed response (the browser's own favicon.ico aside).
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
     page.goto("/login")
     page.get_by_label("Email").fill(ADMIN_EMAIL)
     page.get_by_label("Password").fill(PASSWORD)
@@ -85,6 +91,8 @@ def test_an_admin_searches_filters_pages_and_reads_why_an_invoice_charged_what_i
     with page.expect_download() as info:
         page.get_by_role("link", name="Download receipt (PDF)").click()
     download = info.value
+    assert [url for url in failed if not url.endswith("/favicon.ico")] == []
+    assert [e for e in errors if "404" not in e] == []
     saved = tmp_path / "receipt.pdf"
     download.save_as(saved)
     assert saved.read_bytes().startswith(b"%PDF")
