@@ -10,6 +10,7 @@ import html
 import io
 import re
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,8 +24,10 @@ from hypothesis import strategies as st
 
 import projections.invoices
 from ledger.app import Ledger
+from ledger.invoices.domain import Totals
 from ledger.sources import Source
 from ledger.usage.application import CallRow
+from ledger.values import Line
 from projections.runner import Runner
 from web.admin import invoices as invoices_view
 
@@ -549,6 +552,30 @@ def test_the_detail_renders_the_explanation_with_its_flags(admin: FlaskClient) -
     assert "0.012 USD" in why
     assert "contract" in why
     assert "issued as ACME-0001" in why
+
+
+def test_a_line_whose_amount_is_not_quantity_times_price_is_flagged(
+    ledger: Ledger, admin: FlaskClient
+) -> None:
+    # Plant one: an adjustment line billing 3 x $2.00 as $7.00.
+    snap = invoice_snapshot("initech", 3, 3, "open", 0)
+    wrong = Line(
+        "il_initech_3_a", "adjustment", "Support hours", Decimal(3), Decimal(2), Decimal(7)
+    )
+    lines = [*snap.lines, wrong]
+    totals = Totals(snap.totals.subtotal + 7, snap.totals.tax, snap.totals.total + 7)
+    ledger.observe_invoice(
+        replace(snap, lines=lines, totals=totals), Source("stripe_event", "evt_p")
+    )
+    Runner(ledger).catch_up()
+    page = get(admin, "/admin/invoices/INITECH-0003")
+    assert '<tr class="line-adjustment"><td>Adjustment</td><td>Support hours</td>' in page
+    why = page.split('id="why-heading"', 1)[1]
+    flag = why.split("AMOUNT_ARITHMETIC</code>", 1)[1].split("</li>", 1)[0]
+    assert "Support hours" in html.unescape(flag)
+    assert "line il_initech_3_a" in flag
+    assert re.search(r'<td class="num flag">\$6\.00 \(differs\)</td>', why)
+    assert re.search(r'id="usage-difference" class="ok">', page)  # 0 calls, 0 billed
 
 
 def test_the_detail_is_found_by_stripe_id_and_unknown_invoices_are_404(
