@@ -14,7 +14,10 @@ import pytest
 
 from .world import SeedRecord
 
-CI_SEEDS = (1, 2, 3)
+# Chosen for where their scheduler is killed: mid-sweep (1), mid-delivery while the
+# SMTP server refuses (3), right after the server accepted a message, which then
+# goes again with the same Message-ID (7).
+CI_SEEDS = (1, 3, 7)
 
 
 RECORDS = pytest.StashKey[list[SeedRecord]]()

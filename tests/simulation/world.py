@@ -873,6 +873,10 @@ class Simulation:
         attempted = ["billtrail:Notification.DeliveryAttempted"]
         if f.kill_scheduler_when == "mid-sweep":
             wait_for(lambda: self._count(marked) > 0, "an invoice past due", poll=0.001)
+        elif f.kill_scheduler_when == "mid-delivery" and not f.outage_from_start:
+            # Right after the SMTP server accepted a message: likely before the
+            # scheduler recorded it as sent (then it goes again, same Message-ID).
+            wait_for(lambda: len(self.smtp.received) > 0, "a message accepted", poll=0.0005)
         elif f.kill_scheduler_when == "mid-delivery":
             wait_for(lambda: self._count(attempted) > 0, "a delivery attempt", poll=0.001)
         else:
@@ -910,6 +914,9 @@ class Simulation:
                 jobs.deliver_outbox()
         finally:
             jobs.ledger.close()
+        twice = sum(1 for n in Counter(self.smtp.handler.message_ids()).values() if n > 1)
+        if twice:
+            f.note(where, f"{twice} message(s) sent again after an interrupted attempt")
 
     def _sweeps(self) -> dict[date, tuple[int, int]]:
         days: dict[date, tuple[int, int]] = {}
