@@ -75,6 +75,7 @@ def test_an_admin_searches_filters_pages_and_reads_why_an_invoice_charged_what_i
     page.get_by_role("button", name="Apply").click()
     page.wait_for_url("**entity=acme**")
     assert listed(page) == ["ACME-0003", "ACME-0002"]
+    page.locator("#invoice-totals li[data-status]").first.wait_for()
     screenshot(page, "admin-invoices")
 
     # Open one and read why it charged what it did.
