@@ -337,7 +337,7 @@ BAD_FILTERS = [
     ("status=Paid", "status"),
     ("from=2026-13-01", "from"),
     ("to=yesterday", "to"),
-    ("from=2026-03-01&to=2026-02-01", "from must be on or before to"),
+    ("from=2026-03-01&to=2026-02-01", "from: must not be after to"),
     ("sort=name", "sort"),
     ("as_of=2026-02-30", "as_of"),
     ("q=%00", "q"),

@@ -75,7 +75,7 @@ class ListArgs(_Blankless):
     @validates_schema
     def dates_in_order(self, data: Mapping[str, Any], **kwargs: Any) -> None:
         if "from_" in data and "to" in data and data["from_"] > data["to"]:
-            raise ValidationError("from must be on or before to", "from")
+            raise ValidationError("must not be after to", "from")
 
 
 class Instant(fields.Field[datetime]):
