@@ -112,6 +112,17 @@ def verify(
                 position,
                 f"seal link {expected_seq} is missing (removed from the seal table)",
             )
+        floor = head.notification_id if head is not None else 0
+        if link.notification_id <= floor:
+            # Links name ever later positions; one naming an earlier one was altered,
+            # and the event it should seal is the first bad position.
+            return _found(
+                checked,
+                head,
+                event.notification_id if event is not None else floor + 1,
+                f"seal link {link.seq} names position {link.notification_id}, "
+                f"not one after {floor} (altered)",
+            )
         if event is None or event.notification_id > link.notification_id:
             return _found(
                 checked, head, link.notification_id, "the sealed event is missing (removed)"

@@ -159,6 +159,18 @@ def test_a_deleted_seal_link_is_found_at_its_events_position(
     assert_found(ledger, 5, "seal link 5 is missing")
 
 
+@pytest.mark.parametrize("named", [0, -5])
+def test_a_seal_link_altered_to_name_an_earlier_position_is_found_at_its_event(
+    ledger: Ledger, raw_log: Any, world: int, named: int
+) -> None:
+    """Link 4 altered to name position 0 or a negative one: the first bad position is
+    event 4 (it used to be reported at the position the link named, which is no
+    position of the log)."""
+    links = raw_log.links()
+    raw_log.rewrite_links([(s, named if s == 4 else p, m) for s, p, m in links])
+    assert_found(ledger, 4, f"seal link 4 names position {named}")
+
+
 def test_a_deleted_event_with_its_seal_link_is_found_where_the_chain_breaks(
     ledger: Ledger, raw_log: Any, world: int
 ) -> None:
@@ -443,7 +455,11 @@ def test_random_tampering_of_the_seal_table_is_found_at_the_first_bad_position(
             # A fresh log: seq k seals position k, so "position k" means both.
             assert [(s, p) for s, p, _ in links] == [(k, k) for k in range(1, n + 1)]
             k = data.draw(st.integers(min_value=1, max_value=n), label="position")
-            unused = data.draw(st.integers(min_value=n + 1, max_value=n + 1000), label="unused")
+            # A position no event has: past the end, or before the first.
+            unused = data.draw(
+                st.integers(min_value=n + 1, max_value=n + 1000) | st.integers(-1000, 0),
+                label="unused",
+            )
             expected = k
             if tamper == "edit_mac":
                 byte = data.draw(st.integers(min_value=0, max_value=31), label="byte")
@@ -462,8 +478,9 @@ def test_random_tampering_of_the_seal_table_is_found_at_the_first_bad_position(
                     + [forged]
                     + [(s + 1, p, m) for s, p, m in links if s >= k]
                 )
-                # Appended after the last: a link for a position with no event.
-                expected = k if k <= n else unused
+                # Appended after the last: a link for a position with no event, found
+                # there, or right after the last when it names one before it.
+                expected = k if k <= n else max(unused, n + 1)
             elif tamper == "reorder_links":
                 j = data.draw(st.integers(min_value=1, max_value=n).filter(lambda j: j != k))
                 a, b = links[k - 1], links[j - 1]
