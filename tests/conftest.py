@@ -175,12 +175,12 @@ class RawLog:
             import sqlite3
 
             assert self.db.path is not None
-            conn = sqlite3.connect(self.db.path)
+            lite = sqlite3.connect(self.db.path)
             try:
-                with conn:
-                    rows = conn.execute(sql, params).fetchall()
+                with lite:
+                    rows = lite.execute(sql, params).fetchall()
             finally:
-                conn.close()
+                lite.close()
             return rows
         import psycopg
 
@@ -191,7 +191,7 @@ class RawLog:
             dbname=self.db.dbname,
             autocommit=True,
         ) as conn:
-            cur = conn.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+            cur = conn.execute(sql.replace("?", "%s"), params)
             return cur.fetchall() if cur.description else []
 
     # Reading -----------------------------------------------------------------

@@ -240,7 +240,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self.pg_base is not None
             self.schema = f"m_{uuid.uuid4().hex[:12]}"
             with psycopg.connect(self.pg_base, autocommit=True) as conn:
-                conn.execute(f'CREATE SCHEMA "{self.schema}"')  # type: ignore[arg-type]
+                conn.execute(f'CREATE SCHEMA "{self.schema}"')
             url = f"{self.pg_base}?schema={self.schema}"
         self.clock = Clock()
         config = Settings.from_env(
@@ -280,7 +280,7 @@ class LedgerMachine(RuleBasedStateMachine):
             if self.schema is not None:
                 assert self.pg_base is not None
                 with psycopg.connect(self.pg_base, autocommit=True) as conn:
-                    conn.execute(f'DROP SCHEMA "{self.schema}" CASCADE')  # type: ignore[arg-type]
+                    conn.execute(f'DROP SCHEMA "{self.schema}" CASCADE')
             self.tmp.cleanup()
 
     def head(self) -> int:
@@ -598,12 +598,12 @@ class LedgerMachine(RuleBasedStateMachine):
             assert row is not None
             assert row.timezone == zone
         for entity_id, versions in self.model.rates.items():
-            row = rate_of(store, entity_id)
+            rate = rate_of(store, entity_id)
             if not versions:
-                assert row is None
+                assert rate is None
                 continue
-            assert row is not None
-            assert [(v.unit_price, v.effective_from) for v in row.versions] == versions
+            assert rate is not None
+            assert [(v.unit_price, v.effective_from) for v in rate.versions] == versions
         days: dict[str, list[date]] = {}
         for entity_id, day in self.model.counted | self.model.duplicates:
             days.setdefault(entity_id, []).append(day)
@@ -618,16 +618,16 @@ class LedgerMachine(RuleBasedStateMachine):
                 for day in days.get(entity_id, [])
             }
         for invoice_id, expected in self.model.invoices.items():
-            row = find_invoice(store, invoice_id)
-            assert row is not None, invoice_id
+            listed = find_invoice(store, invoice_id)
+            assert listed is not None, invoice_id
             invoice = self.ledger.invoice(invoice_id)
-            assert (row.status, row.total, row.number, row.due_date) == (
+            assert (listed.status, listed.total, listed.number, listed.due_date) == (
                 invoice.status.value,
                 invoice.total,
                 invoice.number,
                 invoice.due_date,
             )
-            assert row.status == expected.status
+            assert listed.status == expected.status
 
     @invariant()
     def the_seal_verifies(self) -> None:
