@@ -41,15 +41,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """PostgreSQL runs one CI seed (each seed costs the same there, and the backend's
-    part of the run does not depend on the seed)."""
+    part of the run does not depend on the seed); the longer runs only under `make
+    simulate`."""
     keep, drop = [], []
     for item in items:
         params = getattr(item, "callspec", None)
-        if (
-            params is not None
-            and params.params.get("database_url") == "postgres"
-            and params.params.get("ci_seed", CI_SEEDS[0]) != CI_SEEDS[0]
-        ):
+        seeds = params.params if params is not None else {}
+        another_ci_seed_on_postgres = (
+            seeds.get("database_url") == "postgres"
+            and seeds.get("ci_seed", CI_SEEDS[0]) != CI_SEEDS[0]
+        )
+        longer_without_seeds = "simulate_seed" in seeds and not simulate_seeds()
+        if another_ci_seed_on_postgres or longer_without_seeds:
             drop.append(item)
         else:
             keep.append(item)
