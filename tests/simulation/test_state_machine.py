@@ -2,12 +2,12 @@
 models, on both backends: entities are registered, rates set and revised, call files
 imported (with duplicates, conflicts and the same file again), Stripe moves invoices
 through its states (created, revised, finalized, payment failed, paid, voided,
-uncollectible) and its webhooks arrive in any order, some twice, through the real
-endpoint function (`handle_webhook`) and the real processing pass (`process_pending`,
-reading invoices from this model's Stripe); the clock moves, the past-due sweep runs,
-the projections catch up (all, or some). Two ledger processes share the database, each
-with its own cache, and either may run any command. In any order of all that, after
-every step:
+uncollectible) and its webhooks arrive in any order, some twice, some never, through
+the real endpoint function (`handle_webhook`) and the real processing pass
+(`process_pending`, reading invoices from this model's Stripe), and `sync`'s listing
+repairs what was lost; the clock moves, the past-due sweep runs, the projections catch
+up (all, or some). Two ledger processes share the database, each with its own cache,
+and either may run any command. In any order of all that, after every step:
 
 - the ledger holds what the model says (calls and duplicates per entity and local day,
   rates, each invoice's status, totals, number and due date);
@@ -46,7 +46,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from adapters.stripe.processing import process_pending
+from adapters.stripe.processing import observe, process_pending, settle
 from adapters.stripe.testing import event_body, sign
 from adapters.stripe.webhooks import DirectReceiver, handle_webhook
 from billtrail import bootstrap
@@ -58,7 +58,8 @@ from ledger.invoices.application import InvoiceSnapshot
 from ledger.invoices.domain import Invoice, Totals
 from ledger.rates.domain import Rate
 from ledger.seal import Link
-from ledger.sources import Source
+from ledger.sources import Source, SourceKind
+from ledger.stripe_inbox.domain import Disposition
 from ledger.usage.domain import Usage
 from ledger.usage.importer import EntityInfo, import_calls
 from ledger.values import Period
@@ -505,6 +506,38 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.model.invoices[invoice_id] = ExpectedInvoice(seen)
             else:
                 expected.observed = seen
+        self.unprocessed.clear()
+        assert self.ledger.pending_stripe_events() == []
+
+    @precondition(lambda self: self.undelivered)
+    @rule(data=st.data())
+    def a_webhook_is_lost(self, data: st.DataObject) -> None:
+        """Stripe gives up on a delivery: only a later event or `sync` brings it in."""
+        self.undelivered.pop(data.draw(st.integers(0, len(self.undelivered) - 1)))
+
+    @precondition(lambda self: self.stripe)
+    @rule(by=PROCESS)
+    def sync_lists_every_invoice(self, by: int) -> None:
+        """`billtrail sync`'s listing: every invoice in Stripe observed as it is now,
+        under the run's source, settling the events that wait for it (the same
+        `observe` and `settle` as adapters.stripe.sync)."""
+        process = self.processes[by]
+        source = Source(SourceKind.SYNC_RUN, f"sync-{next(self.ids)}")
+        waiting: dict[str, list[Any]] = {}
+        for pending in process.pending_stripe_events(include_failed=True):
+            waiting.setdefault(pending.invoice_id, []).append(pending)
+        for invoice_id, invoice in sorted(self.stripe.items()):
+            outcome = observe(process, invoice.snapshot(), source)
+            assert outcome[0] is Disposition.PROCESSED, outcome
+            if invoice_id in waiting:
+                settle(process, waiting.pop(invoice_id), invoice_id, outcome, source)
+            seen = replace(invoice)
+            expected = self.model.invoices.get(invoice_id)
+            if expected is None:
+                self.model.invoices[invoice_id] = ExpectedInvoice(seen)
+            else:
+                expected.observed = seen
+        assert waiting == {}
         self.unprocessed.clear()
         assert self.ledger.pending_stripe_events() == []
 
