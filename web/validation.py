@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import abort
-from marshmallow import EXCLUDE, Schema, ValidationError
+from marshmallow import EXCLUDE, Schema, ValidationError, pre_load, validate
 
 
 def first_error(messages: Any, prefix: str = "") -> str:
@@ -30,3 +30,16 @@ def load(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
     except ValidationError as exc:
         abort(400, description=first_error(exc.messages))
     return loaded
+
+
+# Printable text only: a NUL reaches PostgreSQL as an error, not as a search.
+PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="must not contain control characters")
+
+
+class QueryArgs(Schema):
+    """A query string or a filter form. A submitted form sends every field, so an
+    empty value means "not given", and the page's URLs work on the API too."""
+
+    @pre_load
+    def drop_blanks(self, data: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}

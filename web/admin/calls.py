@@ -41,10 +41,10 @@ from web.admin.catalog import ENTITY_ID
 
 # The invoice list's: blank form fields dropped, printable text, CSV cells safe
 # from spreadsheet formulas.
-from web.admin.invoices import _TEXT, _Blankless, _cell, _csv_line
 from web.charts import calls_chart
+from web.csv_export import cell, csv_pages
 from web.services import services
-from web.validation import load
+from web.validation import PRINTABLE, QueryArgs, load
 
 PAGE = 100  # calls per page on screen
 CSV_PAGE = 5000  # calls per read while streaming
@@ -75,12 +75,12 @@ class CursorField(fields.Field[Cursor]):
             raise ValidationError("is not a page of this list") from exc
 
 
-class CallsArgs(_Blankless):
+class CallsArgs(QueryArgs):
     entity = fields.String(validate=ENTITY_ID)
     from_ = fields.Date(data_key="from")
     to = fields.Date()
     after = CursorField()
-    invoice = fields.String(validate=[validate.Length(max=100), _TEXT])
+    invoice = fields.String(validate=[validate.Length(max=100), PRINTABLE])
 
     @validates_schema
     def period(self, data: Mapping[str, Any], **kwargs: Any) -> None:
@@ -143,23 +143,13 @@ def calls() -> str:
 def _csv_row(c: CallRow) -> tuple[str, ...]:
     started = c.started_at.isoformat().replace("+00:00", "Z")
     return (
-        _cell(c.call_id),
+        cell(c.call_id),
         c.entity_id,
         c.day.isoformat(),
         started,
         str(c.duration_seconds),
-        _cell(c.source),
+        cell(c.source),
     )
-
-
-def _csv_chunks(first: CallPage, read: Any) -> Iterator[str]:
-    yield _csv_line(CSV_HEADER)
-    page = first
-    while True:
-        yield "".join(_csv_line(_csv_row(c)) for c in page.rows)
-        if page.next_cursor is None:
-            return
-        page = read(page.next_cursor)
 
 
 class _Sink(io.RawIOBase):
@@ -230,7 +220,7 @@ def calls_csv() -> Response:
 
     name = f"calls-{args['entity']}-{start}-{end}.csv"
     return Response(
-        stream_with_context(_csv_chunks(read(args.get("after")), read)),
+        stream_with_context(csv_pages(CSV_HEADER, read(args.get("after")), read, _csv_row)),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
@@ -256,7 +246,7 @@ def _invoice_evidence(args: Mapping[str, Any]) -> Response:
 
     name = f"evidence-{row.number or row.stripe_id}.zip"
     return Response(
-        stream_with_context(_evidence(_csv_chunks(read(None), read), document)),
+        stream_with_context(_evidence(csv_pages(CSV_HEADER, read(None), read, _csv_row), document)),
         mimetype="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )

@@ -11,15 +11,13 @@ read models' current rows."""
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
 from flask import Response, abort, current_app, render_template, request
-from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from billtrail.explain_schema import explanation_document
 from ledger.errors import NotRecordedYet, UnknownInvoice
@@ -36,8 +34,9 @@ from projections.invoices import (
     totals_by_status,
 )
 from web.admin import blueprint
+from web.csv_export import cell, csv_pages
 from web.services import services
-from web.validation import load
+from web.validation import PRINTABLE, QueryArgs, load
 
 PAGE_SIZE = 50  # rows per page; the app's BILLTRAIL_ADMIN_PAGE_SIZE overrides it
 CSV_PAGE = 500
@@ -50,26 +49,17 @@ SORTS = {
 }
 LINE_KINDS = {"usage": "Usage", "fee": "Fixed fee", "adjustment": "Adjustment", "tax": "Tax"}
 LINK_PARAMS = ("q", "entity", "status", "from", "to", "sort", "as_of")
-# Printable text only: a NUL reaches PostgreSQL as an error, not as a search.
-_TEXT = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="must not contain control characters")
 
 
-class _Blankless(Schema):
-    @pre_load
-    def drop_blanks(self, data: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
-        # A submitted form sends every field; an empty one means "no filter".
-        return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
-
-
-class ListArgs(_Blankless):
-    q = fields.String(validate=[validate.Length(max=100), _TEXT])
-    entity = fields.String(validate=[validate.Length(max=100), _TEXT])
+class ListArgs(QueryArgs):
+    q = fields.String(validate=[validate.Length(max=100), PRINTABLE])
+    entity = fields.String(validate=[validate.Length(max=100), PRINTABLE])
     status = fields.String(validate=validate.OneOf(STATUSES))
     from_ = fields.Date(data_key="from")
     to = fields.Date()
     sort = fields.String(load_default="date_desc", validate=validate.OneOf(list(SORTS)))
-    after = fields.String(validate=[validate.Length(max=200), _TEXT])
-    before = fields.String(validate=[validate.Length(max=200), _TEXT])
+    after = fields.String(validate=[validate.Length(max=200), PRINTABLE])
+    before = fields.String(validate=[validate.Length(max=200), PRINTABLE])
     as_of = fields.Date()
 
     @validates_schema
@@ -98,7 +88,7 @@ class Instant(fields.Field[datetime]):
             raise ValidationError(problem) from exc
 
 
-class DetailArgs(_Blankless):
+class DetailArgs(QueryArgs):
     as_of = Instant()
 
 
@@ -163,48 +153,18 @@ CSV_HEADER = (
 )
 
 
-def _cell(text: str | None) -> str:
-    # A cell a spreadsheet would run as a formula is written as text.
-    text = text or ""
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
-
-
-def _csv_line(values: tuple[str, ...]) -> str:
-    out = io.StringIO()
-    csv.writer(out).writerow(values)
-    return out.getvalue()
-
-
 def _csv_row(r: InvoiceRow) -> tuple[str, ...]:
     return (
-        _cell(r.number),
+        cell(r.number),
         r.stripe_id,
-        _cell(r.entity_id),
-        _cell(r.entity_name),
+        cell(r.entity_id),
+        cell(r.entity_name),
         r.issue_date.isoformat() if r.issue_date else "",
         r.due_date.isoformat() if r.due_date else "",
         format(r.total, "f"),
         r.currency,
         r.status,
     )
-
-
-def csv_pages(
-    header: tuple[str, ...],
-    first: Any,
-    read: Callable[[str], Any],
-    row: Callable[[Any], tuple[str, ...]],
-) -> Iterator[str]:
-    """A CSV as it streams: the header, then a page's rows at a time, each next
-    page (`read(cursor)`) read only once the one before is sent. `first` and what
-    `read` returns are pages with `rows` and `next_cursor`."""
-    yield _csv_line(header)
-    page = first
-    while True:
-        yield "".join(_csv_line(row(r)) for r in page.rows)
-        if page.next_cursor is None:
-            return
-        page = read(page.next_cursor)
 
 
 @blueprint.get("/invoices.csv")
