@@ -894,7 +894,10 @@ class Simulation:
             f.note(where, "SMTP server refusing mail (451) after the kill")
         wait_for(lambda: first[1].said("running"), "the other scheduler to run")
         assert first[1].stop() == 0, first[1].log.read_text()
-        if f.outage_ends_before_restart:
+        # After a kill mid-sweep the notices may not have been tried yet (on
+        # PostgreSQL the other scheduler leaves the sweep's notices to the next
+        # minute): the outage then lasts through the restart, which meets it.
+        if f.outage_ends_before_restart and f.kill_scheduler_when != "mid-sweep":
             self.smtp.refuse = None
             f.note(where, "SMTP server back before the restart")
         again = self.process("scheduler")
