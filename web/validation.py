@@ -33,7 +33,8 @@ def load(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # Printable text only: a NUL reaches PostgreSQL as an error, not as a search.
-PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="must not contain control characters")
+# `\Z`, not `$`: `$` also matches before a final newline, which let "abc\n" through.
+PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*\Z", error="must not contain control characters")
 
 
 class QueryArgs(Schema):

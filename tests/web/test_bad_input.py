@@ -16,8 +16,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from marshmallow import ValidationError
 
 from ledger.app import Ledger
+from web.validation import PRINTABLE
 
 from .conftest import ACME_EMAIL, ADMIN_EMAIL, World
 
@@ -294,3 +296,11 @@ def test_every_page_fed_garbage_in_its_query_answers_below_500(
         assert ledger.recorder.max_notification_id() == before
 
     feed()
+
+
+@pytest.mark.parametrize("text", ["abc\n", "a\x00b", "\tx", "x\x7f"])
+def test_printable_refuses_any_control_character_even_a_final_newline(text: str) -> None:
+    # The pages' PRINTABLE was `^...$`, and `$` matches before a final newline.
+    with pytest.raises(ValidationError):
+        PRINTABLE(text)
+    assert PRINTABLE("Acme Corp \u00e9\u6f22") == "Acme Corp \u00e9\u6f22"
