@@ -8,14 +8,14 @@ schemas (`billtrail.explain_schema`) in the document's components."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from billtrail.explain_schema import DecimalString
 from projections.invoices import STATUSES
+from web.validation import QueryArgs
 
 # The admin list's sort values (newest first by default): sort -> (column, descending).
 SORTS = {
@@ -29,6 +29,8 @@ SORTS = {
 def _no_control_characters(value: str) -> None:
     # A NUL or other control character is never part of an id, a number or a
     # search, and PostgreSQL refuses NUL in text: refused here as bad input.
+    # (web.validation.PRINTABLE's regex would land in the OpenAPI document as a
+    # `pattern` in Python's dialect.)
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValidationError("must not contain control characters")
 
@@ -51,16 +53,7 @@ def _ordered_days(data: dict[str, Any], start: str, end: str, strict: bool) -> N
 # Requests -----------------------------------------------------------------------
 
 
-class Query(Schema):
-    """A query string. An empty value means "not given", as on the admin list
-    (a submitted form sends every field), so its URLs' queries work here too."""
-
-    @pre_load
-    def drop_blanks(self, data: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
-
-
-class InvoiceListQuery(Query):
+class InvoiceListQuery(QueryArgs):
     q = _text(200, load_default=None, metadata={"description": "Text in the number or name."})
     entity = _text(200, load_default=None, metadata={"description": "An entity id."})
     status = fields.String(validate=validate.OneOf(STATUSES), load_default=None)
@@ -89,7 +82,7 @@ class InvoicePath(Schema):
     number = _text(200, required=True, metadata={"description": "Number or Stripe id."})
 
 
-class ExplanationQuery(Query):
+class ExplanationQuery(QueryArgs):
     as_of = fields.AwareDateTime(
         load_default=None,
         metadata={"description": "As the ledger knew it then (ISO 8601 with offset)."},
@@ -100,7 +93,7 @@ class EntityPath(Schema):
     entity_id = _text(200, required=True)
 
 
-class CallsQuery(Query):
+class CallsQuery(QueryArgs):
     from_ = fields.Date(data_key="from", required=True, metadata={"description": "First day."})
     to = fields.Date(
         required=True,
