@@ -123,7 +123,25 @@ def refused(run: Any) -> str:
     return lines[0]
 
 
-RATE = ["rates", "set", ENTITY, "--currency", "EUR", "--effective-from", "2026-02-01"]
+def rates_set(
+    entity: str = ENTITY,
+    per_call: str = "0.01",
+    currency: str = "EUR",
+    effective_from: str = "2026-02-01",
+) -> list[str]:
+    return [
+        "rates",
+        "set",
+        entity,
+        "--per-call",
+        per_call,
+        "--currency",
+        currency,
+        "--effective-from",
+        effective_from,
+    ]
+
+
 BAD_COMMANDS: list[list[str]] = [
     # entities
     ["entities", "add", "", "--kind", "company"],
@@ -134,58 +152,13 @@ BAD_COMMANDS: list[list[str]] = [
     ["entities", "add", "X", "--kind", "company", "--email", "nope"],
     ["entities", "add", "X", "--kind", "company", "--id", "Not An Id!"],
     # rates
-    [*RATE, "--per-call", "abc"],
-    [*RATE, "--per-call", "-1"],
-    [*RATE, "--per-call", "NaN"],
-    [*RATE, "--per-call", "Infinity"],
-    [*RATE, "--per-call", "1e999999"],  # was recorded: overflowed usage x rate later
-    [*RATE, "--per-call", "1000000.01"],
-    [*RATE, "--per-call", ""],
-    [
-        "rates",
-        "set",
-        ENTITY,
-        "--per-call",
-        "0.01",
-        "--currency",
-        "EURO",
-        "--effective-from",
-        "2026-02-01",
-    ],
-    [
-        "rates",
-        "set",
-        ENTITY,
-        "--per-call",
-        "0.01",
-        "--currency",
-        "",
-        "--effective-from",
-        "2026-02-01",
-    ],
-    [
-        "rates",
-        "set",
-        ENTITY,
-        "--per-call",
-        "0.01",
-        "--currency",
-        "EUR",
-        "--effective-from",
-        "2026-02-30",
-    ],
-    ["rates", "set", ENTITY, "--per-call", "0.01", "--currency", "EUR", "--effective-from", ""],
-    [
-        "rates",
-        "set",
-        "nobody",
-        "--per-call",
-        "0.01",
-        "--currency",
-        "EUR",
-        "--effective-from",
-        "2026-02-01",
-    ],
+    *(rates_set(per_call=price) for price in ("abc", "-1", "NaN", "Infinity", "", "1000000.01")),
+    rates_set(per_call="1e999999"),  # was recorded: overflowed usage x rate later
+    rates_set(currency="EURO"),
+    rates_set(currency=""),
+    rates_set(effective_from="2026-02-30"),
+    rates_set(effective_from=""),
+    rates_set(entity="nobody"),
     # calls
     ["calls", "import", "no-such-file.csv"],
     # usage, sweep
@@ -325,10 +298,7 @@ INSTANT_EDGES = [*EDGES, "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00
         ),
         *(["sweep", "past-due", "--today", day] for day in EDGES),
         *(["usage", "push", "--date", day] for day in EDGES),
-        *(
-            [*RATE[:3], "--per-call", "0.01", "--currency", "EUR", "--effective-from", day]
-            for day in EDGES
-        ),
+        *(rates_set(effective_from=day) for day in EDGES),
         *(["explain", "ACME-0001", "--as-of", at] for at in INSTANT_EDGES),
         *(["history", "entity", ENTITY, "--as-of", at] for at in INSTANT_EDGES),
         *(["sync", "--since", day] for day in EDGES),
@@ -425,17 +395,7 @@ def test_any_non_date_is_refused_where_a_date_is_asked(
         ["invoices", "list", "--from", day],
         ["sweep", "past-due", "--today", day],
         ["usage", "push", "--date", day],
-        [
-            "rates",
-            "set",
-            ENTITY,
-            "--per-call",
-            "0.01",
-            "--currency",
-            "EUR",
-            "--effective-from",
-            day,
-        ],
+        rates_set(effective_from=day),
     ):
         refused(run_cli(*args))
     assert events() == before
@@ -447,7 +407,7 @@ def test_any_non_amount_is_refused_where_an_amount_is_asked(
     run_cli: RunCLI, events: Callable[[], int], amount: str
 ) -> None:
     before = events()
-    refused(run_cli(*RATE, "--per-call", amount))
+    refused(run_cli(*rates_set(per_call=amount)))
     if not _is_negative_number(amount):  # a negative bound is a (useless) filter
         refused(run_cli("invoices", "list", "--min-total", amount))
     assert events() == before
