@@ -339,15 +339,17 @@ def one_client(url: str, var: Path, paths: list[str], runs: int) -> dict[str, An
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], workers: int, worker_class: str) -> Iterator[tuple[int, int]]:
+def gunicorn(
+    env: dict[str, str], workers: int, worker_class: str, threads: int = 8
+) -> Iterator[tuple[int, int]]:
     """The README's production command on loopback (`-w 2`, sync workers by default),
     serving bench.portal:served_app() (the production factory plus the floor)."""
     port = free_port()
-    threads = ["--threads", "8"] if worker_class == "gthread" else []
+    per_worker = ["--threads", str(threads)] if worker_class == "gthread" else []
     server = subprocess.Popen(
         [
             *[sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", worker_class],
-            *threads,
+            *per_worker,
             *["-b", f"127.0.0.1:{port}", "--log-level", "warning", "--no-control-socket"],
             "bench.portal:served_app()",
         ],
@@ -499,17 +501,24 @@ def drive(port: int, paths: list[str], cookie: str, seconds: float, server: int)
 
 
 def concurrent(
-    url: str, var: Path, paths: list[str], seconds: float, workers: int, worker_class: str
+    url: str,
+    var: Path,
+    paths: list[str],
+    seconds: float,
+    workers: int,
+    worker_class: str,
+    threads: int,
 ) -> dict[str, Any]:
     env = {**settings_env(url, var), "BENCH_FLOOR_QUERY": paths[0]}
-    with gunicorn(env, workers, worker_class) as (port, pid):
+    with gunicorn(env, workers, worker_class, threads) as (port, pid):
         cookie = http_log_in(port)
         before = os.getloadavg()[0]
         listed = drive(port, [LIST_PATH + q for q in paths], cookie, seconds, pid)
         floor = drive(port, [FLOOR_PATH + q for q in paths], cookie, seconds, pid)
     log(
         f"{CONNECTIONS} keep-alive connections ({PROCESSES} processes), gunicorn -w {workers} "
-        f"-k {worker_class}, {seconds:.0f} s each:"
+        f"-k {worker_class}{f' --threads {threads}' if worker_class == 'gthread' else ''}, "
+        f"{seconds:.0f} s each:"
     )
     for label, r in (("list ", listed), ("floor", floor)):
         log(
@@ -549,6 +558,7 @@ def main(args: argparse.Namespace | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10, help="each load run")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--worker-class", choices=["sync", "gthread", "both"], default="both")
+    parser.add_argument("--threads", type=int, default=8, help="per gthread worker")
     parser.add_argument("--one-client", action="store_true", help="skip the 16 connections")
     own = parser.parse_args(sys.argv[1:] if args is None else [])
     if args is not None and hasattr(args, "invoices"):
@@ -565,7 +575,7 @@ def main(args: argparse.Namespace | None = None) -> None:
                 continue
             both = ["sync", "gthread"] if own.worker_class == "both" else [own.worker_class]
             for worker_class in both:
-                concurrent(url, var, paths, own.seconds, own.workers, worker_class)
+                concurrent(url, var, paths, own.seconds, own.workers, worker_class, own.threads)
 
 
 if __name__ == "__main__":
