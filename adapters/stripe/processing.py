@@ -10,6 +10,14 @@ retries, 5xx and connection errors after the SDK's) leaves the events pending
 for the next pass; a ledger rule the invoice breaks marks them failed (visible,
 retried by `sync`).
 
+Two readers of one invoice (two web processes' workers, `sync` beside a worker)
+can interleave: A reads a draft, Stripe revises it, B reads and records the
+revision, A records what it read. Every fact but a draft's lines only moves
+forward, so the ledger ignores what is older in everything else; for the lines,
+`read_and_observe` notes the ledger's version of the invoice before reading it,
+and a revision the ledger refuses because the invoice changed since
+(`StaleSnapshot`) is read again. No lock is held across the request to Stripe.
+
 `process_pending` is one pass, synchronous (tests and `sync` call it);
 `InboxWorker` runs passes in a thread of the web process, woken by each stored
 webhook, and waits a moment first so the burst of events Stripe sends for one
@@ -23,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import stripe
 
@@ -30,7 +39,7 @@ from adapters.stripe.client import TEST_MODE_RATE, TokenBucket
 from adapters.stripe.invoices import InvoiceReader, NotForTheLedger
 from ledger.app import Ledger
 from ledger.errors import LedgerError
-from ledger.invoices.application import InvoiceSnapshot
+from ledger.invoices.application import InvoiceSnapshot, StaleSnapshot
 from ledger.sources import Source, SourceKind
 from ledger.stripe_inbox.application import InboxTail, PendingStripeEvent, Settlement
 from ledger.stripe_inbox.domain import Disposition
@@ -39,6 +48,9 @@ log = logging.getLogger("billtrail.stripe.processing")
 
 SETTLE_BATCH = 500  # settlements per transaction, at most
 SETTLE_EVERY = 1.0  # seconds: a slow pass still shows its progress
+# Reads of one invoice in one pass when other readers keep recording it meanwhile;
+# then its events wait for the next pass.
+FRESH_READS = 3
 
 
 class StripeUnavailable(Exception):
@@ -82,28 +94,64 @@ def observation_source(group: Sequence[PendingStripeEvent]) -> Source:
     return Source(SourceKind.STRIPE_EVENT, newest.event_id)
 
 
+Outcome = tuple[Disposition, bool, str]
+
+
 def observe(
-    ledger: Ledger, snapshot: InvoiceSnapshot | NotForTheLedger | LedgerError, source: Source
-) -> tuple[Disposition, bool, str]:
+    ledger: Ledger,
+    snapshot: InvoiceSnapshot | NotForTheLedger | LedgerError,
+    source: Source,
+    *,
+    read_after: int | None = None,
+) -> Outcome:
     """Record a re-read invoice (or what prevented reading it in ledger terms);
-    (what became of its events, changed?, detail)."""
+    (what became of its events, changed?, detail). `read_after`: the ledger's
+    version of the invoice before it was read (`StaleSnapshot` propagates)."""
     if isinstance(snapshot, NotForTheLedger):
         return Disposition.IGNORED, False, snapshot.reason
     if isinstance(snapshot, LedgerError):
         log.warning("an invoice could not be recorded: %s", snapshot)
         return Disposition.FAILED, False, str(snapshot)
     try:
-        changed = ledger.observe_invoice(snapshot, source)
+        changed = ledger.observe_invoice(snapshot, source, read_after=read_after)
+    except StaleSnapshot:
+        raise
     except LedgerError as exc:
         log.warning("invoice %s could not be recorded: %s", snapshot.stripe_id, exc)
         return Disposition.FAILED, False, str(exc)
     return Disposition.PROCESSED, changed, ""
 
 
+class Reader(Protocol):
+    def read(self, invoice_id: str) -> InvoiceSnapshot | NotForTheLedger: ...
+
+
+def read_and_observe(
+    ledger: Ledger, reader: Reader, invoice_id: str, source: Source
+) -> Outcome | None:
+    """Read the invoice from Stripe now and record it, never after a newer read
+    of it was recorded: the ledger's version is noted before each read, and a
+    read the ledger refuses as stale is made again. None when other readers kept
+    recording it (`FRESH_READS` times): nothing was recorded. Stripe's errors
+    propagate."""
+    for _ in range(FRESH_READS):
+        read_after = ledger.invoice_version(invoice_id)
+        snapshot: InvoiceSnapshot | NotForTheLedger | LedgerError
+        try:
+            snapshot = reader.read(invoice_id)
+        except LedgerError as exc:  # the invoice names an entity the ledger lacks
+            snapshot = exc
+        try:
+            return observe(ledger, snapshot, source, read_after=read_after)
+        except StaleSnapshot as exc:
+            log.info("%s; reading it again", exc)
+    return None
+
+
 def settlements(
     group: Sequence[PendingStripeEvent],
     invoice_id: str,
-    outcome: tuple[Disposition, bool, str],
+    outcome: Outcome,
     source: Source,
 ) -> list[Settlement]:
     disposition, changed, detail = outcome
@@ -126,7 +174,7 @@ def settle(
     ledger: Ledger,
     group: Sequence[PendingStripeEvent],
     invoice_id: str,
-    outcome: tuple[Disposition, bool, str],
+    outcome: Outcome,
     source: Source,
 ) -> None:
     ledger.settle_stripe_events(settlements(group, invoice_id, outcome, source))
@@ -165,11 +213,9 @@ def process_pending(
                 report.deferred += sum(len(g) for g in groups[done:])
                 break
             invoice_id = group[0].invoice_id
-            snapshot: InvoiceSnapshot | NotForTheLedger | LedgerError
+            observed_as = source or observation_source(group)
             try:
-                snapshot = reader.read(invoice_id)
-            except LedgerError as exc:  # the invoice names an entity the ledger lacks
-                snapshot = exc
+                found = read_and_observe(ledger, reader, invoice_id, observed_as)
             except stripe.StripeError as exc:
                 if not is_transient(exc):
                     raise
@@ -177,8 +223,11 @@ def process_pending(
                 report.deferred += sum(len(g) for g in groups[done:])
                 break
             report.invoices_read += 1
-            observed_as = source or observation_source(group)
-            outcome = observe(ledger, snapshot, observed_as)
+            if found is None:  # other readers kept recording it: the next pass
+                report.deferred += len(group)
+                on_invoice(done + 1, len(groups))
+                continue
+            outcome = found
             decided.extend(settlements(group, invoice_id, outcome, observed_as))
             if len(decided) >= SETTLE_BATCH or time.monotonic() - flushed_at >= SETTLE_EVERY:
                 ledger.settle_stripe_events(decided)

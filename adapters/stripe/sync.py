@@ -10,8 +10,9 @@ One run, in order:
    the events after the newest one stored (oldest first). If that event is too
    old for Stripe to find, the run starts over with a full read of both lists.
 2. Invoices (the first run, a run given `since`, or a run resuming one): every
-   invoice (created on or after `since`) is re-read and observed, and the
-   waiting events of each invoice are settled by that observation.
+   invoice (created on or after `since`) is listed and observed (a draft is
+   read again on its own first: see `_observe_listed`), and the waiting events
+   of each invoice are settled by that observation.
 3. Whatever is still waiting in the inbox (events of invoices not listed,
    events a live worker has not reached, events that failed before) is
    processed: one re-read per invoice.
@@ -37,7 +38,14 @@ import stripe
 
 from adapters.stripe.client import TEST_MODE_RATE, Throttle, TokenBucket
 from adapters.stripe.invoices import InvoiceReader, NotForTheLedger, pages
-from adapters.stripe.processing import ProcessReport, observe, process_pending, settle
+from adapters.stripe.processing import (
+    Outcome,
+    ProcessReport,
+    observe,
+    process_pending,
+    read_and_observe,
+    settle,
+)
 from adapters.stripe.webhooks import incoming_event, parse_event
 from ledger.app import Ledger
 from ledger.errors import LedgerError
@@ -280,12 +288,10 @@ class Sync:
         for pending in self.ledger.pending_stripe_events(include_failed=True):
             waiting.setdefault(pending.invoice_id, []).append(pending)
         for done, invoice in enumerate(self._invoices(created_gte, after), start=1):
-            snapshot: InvoiceSnapshot | NotForTheLedger | LedgerError
-            try:
-                snapshot = self.reader.snapshot_of(invoice, notes.get(invoice.id, []))
-            except LedgerError as exc:
-                snapshot = exc
-            outcome = observe(self.ledger, snapshot, self.source)
+            outcome = self._observe_listed(invoice, notes.get(invoice.id, []))
+            if outcome is None:  # left waiting for step 3
+                self.progress("invoices", done, None)
+                continue
             if invoice.id in waiting:
                 settle(self.ledger, waiting.pop(invoice.id), invoice.id, outcome, self.source)
             disposition, changed, _ = outcome
@@ -310,6 +316,22 @@ class Sync:
                 invoices_listed=True,
             )
         )
+
+    def _observe_listed(
+        self, invoice: stripe.Invoice, notes: list[stripe.CreditNote]
+    ) -> Outcome | None:
+        """A listed invoice recorded. A listed draft is read again: the page may
+        be older than a revision a worker recorded since, and a draft's lines are
+        the one fact whose age the ledger cannot tell (every other fact only moves
+        forward, so an old page records nothing older)."""
+        if invoice.status == "draft":
+            return read_and_observe(self.ledger, self.reader, invoice.id, self.source)
+        snapshot: InvoiceSnapshot | NotForTheLedger | LedgerError
+        try:
+            snapshot = self.reader.snapshot_of(invoice, notes)
+        except LedgerError as exc:
+            snapshot = exc
+        return observe(self.ledger, snapshot, self.source)
 
     # 3. What still waits -------------------------------------------------------------
 

@@ -61,10 +61,26 @@ def _missing(ref: str) -> UnknownInvoice:
     return UnknownInvoice(f"no invoice {ref!r}")
 
 
+class StaleSnapshot(ConcurrentChange):
+    """The snapshot would revise a draft's lines, but another reader recorded a
+    change to the invoice after this one began reading it from Stripe: this read
+    may be the older of the two. Read the invoice again."""
+
+
 class InvoiceCommands(EntityCommands):
-    def observe_invoice(self, snapshot: InvoiceSnapshot, source: Source) -> bool:
+    def observe_invoice(
+        self, snapshot: InvoiceSnapshot, source: Source, *, read_after: int | None = None
+    ) -> bool:
         """Record whatever in `snapshot` the ledger does not know yet. True if
-        anything was recorded."""
+        anything was recorded.
+
+        Every fact but one only moves forward (the status along Stripe's state
+        machine, attempt counts, credit notes), so an older snapshot recorded after
+        a newer one records nothing. The one that can go back is a draft's lines
+        (Stripe gives their revisions no time): `read_after` is `invoice_version`
+        taken before the snapshot was read from Stripe, and a revision is refused
+        with `StaleSnapshot` when the invoice changed since. None: the caller
+        vouches that nothing newer can have been recorded (no check)."""
         if snapshot.status not in {s.value for s in Status} or snapshot.status == "past_due":
             raise InvalidInvoice(f"Stripe reports an unknown invoice status {snapshot.status!r}")
         self.entity(snapshot.entity_id)
@@ -82,7 +98,7 @@ class InvoiceCommands(EntityCommands):
                 self.clock(),
                 replaces=snapshot.replaces,
             )
-            _catch_up(draft, snapshot, source, self.clock())
+            _catch_up(draft, snapshot, source, self.clock(), fresh=True)
             key = self.source_key(source, "observe_invoice", invoice_id)
             created = self._create(draft, source_keys=[key] if key else [])
         if created:
@@ -93,9 +109,17 @@ class InvoiceCommands(EntityCommands):
             invoice_id,
             "observe_invoice",
             source,
-            lambda inv: _catch_up(inv, snapshot, source, at),
+            lambda inv: _catch_up(
+                inv, snapshot, source, at, fresh=read_after in (None, inv.version)
+            ),
             lambda: _missing(snapshot.stripe_id),
         )
+
+    def invoice_version(self, stripe_id: str) -> int:
+        """The version of the invoice's last recorded event (0: not recorded yet);
+        what a reader notes before reading the invoice from Stripe (`read_after`)."""
+        last = self.recorder.select_events(Invoice.create_id(stripe_id), desc=True, limit=1)
+        return last[0].originator_version if last else 0
 
     def invoice(self, stripe_id: str) -> Invoice:
         return self.load(Invoice, Invoice.create_id(stripe_id), lambda: _missing(stripe_id))
@@ -177,11 +201,18 @@ class InvoiceCommands(EntityCommands):
         return [self.invoice(stripe_id) for stripe_id in ids]
 
 
-def _catch_up(invoice: Invoice, s: InvoiceSnapshot, source: Source, at: datetime) -> bool:
+def _catch_up(
+    invoice: Invoice, s: InvoiceSnapshot, source: Source, at: datetime, *, fresh: bool
+) -> bool:
     """Apply to `invoice` the facts in `s` it lacks, in the order Stripe's state
-    machine produces them. Returns whether anything was recorded."""
+    machine produces them. Returns whether anything was recorded. `fresh`: nothing
+    was recorded for the invoice since `s` began to be read."""
     changed = False
     if invoice.status is Status.DRAFT and s.status == Status.DRAFT:
+        if not fresh and not invoice.has_lines(s.lines, s.totals):
+            raise StaleSnapshot(
+                f"invoice {s.stripe_id} changed in the ledger while it was read from Stripe"
+            )
         changed |= invoice.revise_lines(s.lines, s.totals, source, at)
     if invoice.status is Status.DRAFT and s.status != Status.DRAFT:
         if s.number is None or s.issue_date is None:

@@ -345,9 +345,12 @@ class Invoice(LedgerAggregate):
         )
         return True
 
+    def has_lines(self, lines: list[Line], totals: Totals) -> bool:
+        return (lines, totals) == (self.lines, Totals(self.subtotal, self.tax, self.total))
+
     def revise_lines(self, lines: list[Line], totals: Totals, source: Source, at: datetime) -> bool:
         check_totals(lines, totals)
-        if (lines, totals) == (self.lines, Totals(self.subtotal, self.tax, self.total)):
+        if self.has_lines(lines, totals):
             return False
         self._require({Status.DRAFT}, "change its lines (only a draft can change)")
         self._record(
