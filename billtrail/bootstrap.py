@@ -250,6 +250,14 @@ def web_app(settings: Settings | None = None, clock: Clock = utc_now) -> Flask:
 
     settings = settings or Settings.from_env()
     app = ledger(settings, clock, projections=True)
+    if settings.database.backend == "postgres":
+        # The read models' tables, so that until `billtrail projections run` first
+        # runs the pages show an empty (lagging) list rather than fail. SQLite's
+        # in-process runner made them already.
+        from projections.runner import Runner
+
+        with _creating_tables(settings.database):
+            Runner(app)
     return create_app(app, stripe_client(settings), settings, clock=clock)
 
 
