@@ -25,6 +25,7 @@ import itertools
 import tempfile
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -46,7 +47,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from adapters.stripe.processing import observe, process_pending, settle
+from adapters.stripe.processing import observe, process_pending, read_and_observe, settle
 from adapters.stripe.testing import event_body, sign
 from adapters.stripe.webhooks import DirectReceiver, handle_webhook
 from billtrail import bootstrap
@@ -173,6 +174,25 @@ class ModelStripeReader:
     def read(self, invoice_id: str) -> InvoiceSnapshot:
         self.reads[invoice_id] += 1
         return self.invoices[invoice_id].snapshot()
+
+
+class OvertakenReader(ModelStripeReader):
+    """Reads as the model's Stripe is now; after its first read of `victim`, before
+    the caller records it, runs `meanwhile` (Stripe moves it, another reader records)."""
+
+    def __init__(
+        self, invoices: dict[str, StripeInvoice], victim: str, meanwhile: Callable[[], None]
+    ) -> None:
+        super().__init__(invoices)
+        self.victim = victim
+        self.meanwhile: Callable[[], None] | None = meanwhile
+
+    def read(self, invoice_id: str) -> InvoiceSnapshot:
+        snapshot = super().read(invoice_id)
+        if invoice_id == self.victim and self.meanwhile is not None:
+            run, self.meanwhile = self.meanwhile, None
+            run()
+        return snapshot
 
 
 # What the ledger should hold ----------------------------------------------------------
@@ -427,6 +447,9 @@ class LedgerMachine(RuleBasedStateMachine):
         """A burst of changes Stripe's state machine allows from the invoice's status
         (finalized then paid, a failed payment then another...), one event each."""
         invoice = self.stripe[data.draw(st.sampled_from(self.invoices_in(*MOVES)))]
+        self.move(data, invoice, moves)
+
+    def move(self, data: st.DataObject, invoice: StripeInvoice, moves: int) -> None:
         for _ in range(moves):
             if invoice.status not in MOVES:
                 return
@@ -509,6 +532,43 @@ class LedgerMachine(RuleBasedStateMachine):
         self.unprocessed.clear()
         assert self.ledger.pending_stripe_events() == []
 
+    def deliver_all_of(self, invoice_id: str, by: int) -> None:
+        for webhook in [w for w in self.undelivered if w.invoice_id == invoice_id]:
+            self.post(webhook, by)
+            self.delivered.append(webhook)
+            self.undelivered.remove(webhook)
+        self.unprocessed.add(invoice_id)
+
+    @precondition(lambda self: self.invoices_in(*MOVES))
+    @rule(data=st.data(), by=PROCESS)
+    def a_worker_is_overtaken(self, data: st.DataObject, by: int) -> None:
+        """Two readers of one invoice interleave: `by`'s worker reads it, Stripe moves
+        it and the other process's worker reads and records the move, and only then
+        does the first record what it read: its older read must not win."""
+        victim = data.draw(st.sampled_from(self.invoices_in(*MOVES)), label="overtaken on")
+        if victim not in self.unprocessed:  # a move of it reaches `by`'s worker first
+            self.move(data, self.stripe[victim], 1)
+            self.deliver_all_of(victim, by)
+        other = 1 - by
+
+        def meanwhile() -> None:
+            self.move(data, self.stripe[victim], data.draw(st.integers(1, 2), label="moves"))
+            self.deliver_all_of(victim, other)
+            process_pending(self.processes[other], None, reader=self.reader)  # type: ignore[arg-type]
+
+        reader = OvertakenReader(self.stripe, victim, meanwhile)
+        report = process_pending(self.processes[by], None, reader=reader)  # type: ignore[arg-type]
+        assert (report.failed, report.deferred) == (0, 0)
+        for invoice_id in self.unprocessed:
+            seen = replace(self.stripe[invoice_id])
+            expected = self.model.invoices.get(invoice_id)
+            if expected is None:
+                self.model.invoices[invoice_id] = ExpectedInvoice(seen)
+            else:
+                expected.observed = seen
+        self.unprocessed.clear()
+        assert self.ledger.pending_stripe_events() == []
+
     @precondition(lambda self: self.undelivered)
     @rule(data=st.data())
     def a_webhook_is_lost(self, data: st.DataObject) -> None:
@@ -527,7 +587,12 @@ class LedgerMachine(RuleBasedStateMachine):
         for pending in process.pending_stripe_events(include_failed=True):
             waiting.setdefault(pending.invoice_id, []).append(pending)
         for invoice_id, invoice in sorted(self.stripe.items()):
-            outcome = observe(process, invoice.snapshot(), source)
+            if invoice.status == "draft":  # as sync: a listed draft is read again
+                found = read_and_observe(process, self.reader, invoice_id, source)
+                assert found is not None
+                outcome = found
+            else:
+                outcome = observe(process, invoice.snapshot(), source)
             assert outcome[0] is Disposition.PROCESSED, outcome
             if invoice_id in waiting:
                 settle(process, waiting.pop(invoice_id), invoice_id, outcome, source)
