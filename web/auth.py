@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+from uuid import UUID
 
 from flask import (
     Blueprint,
@@ -32,6 +33,7 @@ from flask_login import LoginManager, UserMixin, current_user, login_user, logou
 from marshmallow import Schema, fields, validate
 from werkzeug.wrappers import Response
 
+from ledger.app import Ledger
 from ledger.users.domain import Role, User
 from web.services import services
 from web.validation import load
@@ -97,6 +99,32 @@ class LoginThrottle:
             self.failures.pop(email_key, None)
 
 
+class KnownUsers:
+    """The users this process has loaded, each with the version of its User
+    aggregate then. A request asks the ledger only whether the user has an event
+    after that version (a read of the events' primary key that decodes nothing,
+    usually finding none) instead of rebuilding the user from all its events; any
+    change (disabled, role, entity) is such an event, so it still takes effect on
+    the next request, in every process."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[UUID, int, Principal]] = {}
+
+    def principal(self, ledger: Ledger, email: str) -> Principal | None:
+        seen = self.seen.get(email)
+        if seen is not None:
+            user_id, version, principal = seen
+            if not ledger.recorder.select_events(user_id, gt=version, limit=1):
+                return principal
+        user = ledger.find_user(email)
+        if user is None or user.disabled:
+            self.seen.pop(email, None)
+            return None
+        principal = Principal.of(user)
+        self.seen[email] = (user.id, user.version, principal)
+        return principal
+
+
 class LoginSchema(Schema):
     email = fields.String(required=True, validate=validate.Length(min=3, max=254))
     password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
@@ -110,9 +138,10 @@ def init_app(app: Flask) -> None:
     manager.session_protection = "strong"
     app.extensions["billtrail.throttle"] = LoginThrottle()
 
+    known = KnownUsers()
+
     def load_user(email: str) -> Principal | None:
-        user = services().ledger.find_user(email)
-        return None if user is None or user.disabled else Principal.of(user)
+        return known.principal(services().ledger, email)
 
     def load_from_token(req: Any) -> Principal | None:
         # Bearer tokens are for the JSON API only: a page never takes one.
