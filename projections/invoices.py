@@ -739,13 +739,18 @@ def invoice_listing(
     q = query or InvoiceQuery()
     with store.reading() as tx:
         page = _page(tx, q, limit, after, before)
-        entities = tx.execute(
-            "SELECT entity_id, name FROM {p}proj_invoice_entity_names "
-            "ORDER BY name, entity_id LIMIT ?",
+        # Counted first (at most ENTITY_CHOICES + 1 index entries): with more
+        # entities than that the names are not shown, and reading and sorting all
+        # of them by name on every page was a third of the list's query time.
+        many = tx.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM {p}proj_invoice_entity_names LIMIT ?) AS n",
             (ENTITY_CHOICES + 1,),
         )
-    if len(entities) > ENTITY_CHOICES:
-        return InvoiceListing(page, None)
+        if many[0][0] > ENTITY_CHOICES:
+            return InvoiceListing(page, None)
+        entities = tx.execute(
+            "SELECT entity_id, name FROM {p}proj_invoice_entity_names ORDER BY name, entity_id"
+        )
     return InvoiceListing(page, [(str(e), str(n)) for e, n in entities])
 
 
