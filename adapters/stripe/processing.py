@@ -255,7 +255,8 @@ class InboxWorker:
     Run one per ledger: with several web processes, start it in one of them (or in
     a process of its own). Two would re-read the same invoices (twice the Stripe
     requests); what they record stays right (observations record only changes,
-    a settlement is recorded once)."""
+    never an older read than one recorded (`read_and_observe`), and a settlement
+    is recorded once)."""
 
     def __init__(
         self,
