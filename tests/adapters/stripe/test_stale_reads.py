@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +25,12 @@ from adapters.stripe.webhooks import incoming_event, parse_event
 from billtrail import bootstrap
 from billtrail.settings import Settings
 from ledger.app import Ledger
-from ledger.invoices.application import InvoiceSnapshot
-from ledger.invoices.domain import Invoice
+from ledger.invoices.application import CreditNoteSnapshot, InvoiceSnapshot
+from ledger.invoices.domain import Invoice, Totals
 from ledger.money import Money
+from ledger.sources import Source
 from ledger.stripe_inbox.domain import Channel, sha256_hex
+from ledger.values import Line, Period
 
 from .conftest import SettingsFor
 
@@ -213,3 +218,63 @@ def test_an_open_invoice_read_before_it_was_paid_and_recorded_paid_records_nothi
     assert kinds(ledger, invoice.id) == ["Drafted", "Issued", "Paid"]
     assert reader.reads == 1  # nothing in an older status can roll back: no read again
     assert (report.processed, report.invoices_changed) == (1, 0)
+
+
+PERIOD = Period(date(2026, 1, 1), date(2026, 2, 1))
+AT = datetime(2026, 2, 3, 12, 0, tzinfo=UTC)
+CN = CreditNoteSnapshot("cn_1", "CN-1", Decimal(5), "duplicate", "")
+
+
+def stripe_path(*steps: dict[str, Any]) -> list[InvoiceSnapshot]:
+    """An invoice's states along Stripe's state machine: a draft, issued, then
+    each of `steps` applied to the state before."""
+    line = Line("il_1", "fee", "Setup", Decimal(1), Decimal(50), Decimal(50))
+    state = InvoiceSnapshot(
+        "in_x",
+        "acme",
+        "usd",
+        PERIOD,
+        "draft",
+        [line],
+        Totals(Decimal(50), Decimal(10), Decimal(60)),
+    )
+    issued = {"status": "open", "number": "A-1", "issue_date": date(2026, 2, 1)}
+    states = [state, state := replace(state, **issued)]
+    for changes in steps:
+        states.append(state := replace(state, **changes))
+    return states
+
+
+PAID = {"status": "paid", "amount_paid": Decimal(60), "paid_at": AT}
+PATHS = [
+    stripe_path({"attempt_count": 1}, {"attempt_count": 2}, PAID),
+    stripe_path({"status": "uncollectible", "marked_uncollectible_at": AT}, PAID),
+    stripe_path({"attempt_count": 1}, {"status": "uncollectible"}, {"status": "void"}),
+    stripe_path({"credit_notes": [CN]}, {"credit_notes": [replace(CN, voided=True)]}, PAID),
+    stripe_path({"status": "void", "voided_at": AT}),
+]
+
+
+def test_an_older_state_than_one_recorded_records_nothing_whatever_the_status(
+    ledger: Ledger,
+) -> None:
+    """A status, an attempt count, a credit note only move forward: what the
+    ledger does with an older read of anything but a draft's lines is nothing."""
+    ledger.register_entity("Acme", "company", Source("admin", "a", actor="ops@example.com"))
+    cases = itertools.count(1)
+    for path in PATHS:
+        for newer in range(1, len(path)):
+            for older in range(newer):
+                stripe_id = f"in_older{next(cases)}"
+                for step, state in enumerate(path[: newer + 1]):
+                    forward = Source("stripe_event", f"evt_{stripe_id}_{step}")
+                    ledger.observe_invoice(replace(state, stripe_id=stripe_id), forward)
+                before = kinds(ledger, stripe_id)
+                stale = replace(path[older], stripe_id=stripe_id)
+                assert not ledger.observe_invoice(
+                    stale, Source("stripe_event", f"evt_{stripe_id}")
+                ), (
+                    path[older].status,
+                    path[newer].status,
+                )
+                assert kinds(ledger, stripe_id) == before
