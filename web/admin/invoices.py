@@ -35,6 +35,7 @@ from projections.invoices import (
 )
 from web.admin import blueprint
 from web.csv_export import cell, csv_pages
+from web.formatting import status_badge
 from web.services import services
 from web.validation import PRINTABLE, QueryArgs, load
 
@@ -49,6 +50,8 @@ SORTS = {
 }
 LINE_KINDS = {"usage": "Usage", "fee": "Fixed fee", "adjustment": "Adjustment", "tax": "Tax"}
 LINK_PARAMS = ("q", "entity", "status", "from", "to", "sort", "as_of")
+# Each status's badge, made once rather than per row of every page.
+BADGES = {status: status_badge(status) for status in STATUSES}
 
 
 class ListArgs(QueryArgs):
@@ -126,7 +129,11 @@ def invoices() -> str:
     except InvalidQuery as exc:
         abort(400, description=str(exc))
     return render_template(
-        "admin/invoices.html", listing=listing, args=args, filters=_link_filters()
+        "admin/invoices.html",
+        listing=listing,
+        args=args,
+        filters=_link_filters(),
+        badges=BADGES,
     )
 
 
