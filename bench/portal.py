@@ -13,9 +13,9 @@ in the same run.
   a fixed handful, none per row; no compilation), and the functions it spends on.
 - 16 connections: gunicorn with 2 workers on loopback, driven by 16 keep-alive
   http.client connections in 2 processes; pages/s of the list and of the floor on
-  the same server, and the server's CPU time per page. Twice: sync workers (the
-  README's production command; they close each connection) and gthread workers
-  (8 threads each, keep-alive). Target: >= 1,000 pages/s.
+  the same server, and the server's CPU time per page. Twice: sync workers (they
+  close each connection) and gthread workers (the README's production command: 8
+  threads each, keep-alive). Target: >= 1,000 pages/s.
 
 The machine's load average is printed with the figures: on a shared 2-core box
 other work moves them a lot.
@@ -342,8 +342,9 @@ def one_client(url: str, var: Path, paths: list[str], runs: int) -> dict[str, An
 def gunicorn(
     env: dict[str, str], workers: int, worker_class: str, threads: int = 8
 ) -> Iterator[tuple[int, int]]:
-    """The README's production command on loopback (`-w 2`, sync workers by default),
-    serving bench.portal:served_app() (the production factory plus the floor)."""
+    """The README's production command on loopback (`-w 2`, its gthread workers or
+    sync ones), serving bench.portal:served_app() (the production factory plus the
+    floor)."""
     port = free_port()
     per_worker = ["--threads", str(threads)] if worker_class == "gthread" else []
     server = subprocess.Popen(
