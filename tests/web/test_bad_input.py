@@ -304,3 +304,15 @@ def test_printable_refuses_any_control_character_even_a_final_newline(text: str)
     with pytest.raises(ValidationError):
         PRINTABLE(text)
     assert PRINTABLE("Acme Corp \u00e9\u6f22") == "Acme Corp \u00e9\u6f22"
+
+
+@pytest.mark.parametrize("start", ["9999-12-01", "9999-12-15"])
+def test_admin_calls_from_the_calendars_last_month_without_an_end_is_a_400(
+    admin: FlaskClient, start: str
+) -> None:
+    # The default end (the next month, or 31 days on) was computed past 9999-12-31:
+    # a ValueError or OverflowError, a 500. Found by the page fuzz above.
+    response = admin.get(f"/admin/calls?entity=acme&from={start}")
+    assert response.status_code == 400
+    assert "to:" in response.get_data(as_text=True)
+    assert admin.get(f"/admin/calls?entity=acme&from={start}&to=9999-12-31").status_code == 200

@@ -99,8 +99,13 @@ def period_of(args: Mapping[str, Any], today: date) -> tuple[date, date]:
     month after the start). A 400 when the defaults make it empty, or the page
     cursor is not of a day in it (it would read calls outside the period)."""
     start = args.get("from_") or today.replace(day=1)
-    following = date(start.year + start.month // 12, start.month % 12 + 1, 1)
-    end = args.get("to") or (following if start.day == 1 else start + timedelta(days=31))
+    end = args.get("to")
+    if end is None:
+        try:
+            following = date(start.year + start.month // 12, start.month % 12 + 1, 1)
+            end = following if start.day == 1 else start + timedelta(days=31)
+        except (ValueError, OverflowError):  # the default end would be after 9999-12-31
+            abort(400, description=f"to: give the day after the last (from {start}).")
     if start >= end:
         abort(400, description=f"to: must be after from ({start}); to is the day after the last.")
     after = args.get("after")
