@@ -9,6 +9,7 @@ event) as the tie-break, so every page boundary is exact and stable across rebui
 from __future__ import annotations
 
 import base64
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
@@ -733,6 +734,7 @@ class InvoiceListing:
 
 
 ENTITY_CHOICES = 200
+_MANY_ENTITIES: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
 def invoice_listing(
@@ -748,6 +750,8 @@ def invoice_listing(
     q = query or InvoiceQuery()
     with store.reading() as tx:
         page = _page(tx, q, limit, after, before)
+        if store in _MANY_ENTITIES:
+            return InvoiceListing(page, None)
         # Counted first (at most ENTITY_CHOICES + 1 index entries): with more
         # entities than that the names are not shown, and reading and sorting all
         # of them by name on every page was a third of the list's query time.
@@ -756,6 +760,9 @@ def invoice_listing(
             (ENTITY_CHOICES + 1,),
         )
         if many[0][0] > ENTITY_CHOICES:
+            # Entities are never removed (a rebuild refills them all), so once
+            # there are too many to offer there always are: not counted again.
+            _MANY_ENTITIES.add(store)
             return InvoiceListing(page, None)
         entities = tx.execute(
             "SELECT entity_id, name FROM {p}proj_invoice_entity_names ORDER BY name, entity_id"
