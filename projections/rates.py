@@ -183,19 +183,23 @@ class RateRow:
 
 def rate_of(store: Store, entity_id: str) -> RateRow | None:
     """An entity's rate with every version, in the order recorded."""
-    with store.reading() as tx:
-        rates = tx.select(RATES, "entity_id = ?", (entity_id,))
-        if not rates:
-            return None
-        versions = tx.select(VERSIONS, "entity_id = ?", (entity_id,), "ORDER BY version")
-    return RateRow(
-        entity_id,
-        rates[0]["currency"],
-        [RateVersionRow(**{k: v for k, v in r.items() if k != "entity_id"}) for r in versions],
-    )
+    found = _rates(store, "entity_id = ?", (entity_id,))
+    return found[0] if found else None
 
 
 def list_rates(store: Store) -> list[RateRow]:
+    """Every entity's rate with its versions, by entity id: two queries, whatever
+    the number of entities."""
+    return _rates(store)
+
+
+def _rates(store: Store, where: str = "", params: tuple[Any, ...] = ()) -> list[RateRow]:
     with store.reading() as tx:
-        ids = [r["entity_id"] for r in tx.select(RATES, tail="ORDER BY entity_id")]
-    return [r for r in (rate_of(store, i) for i in ids) if r is not None]
+        rates = tx.select(RATES, where, params, "ORDER BY entity_id")
+        versions = tx.select(VERSIONS, where, params, "ORDER BY entity_id, version")
+    by_entity: dict[str, list[RateVersionRow]] = {r["entity_id"]: [] for r in rates}
+    for v in versions:
+        if v["entity_id"] in by_entity:
+            fields = {k: value for k, value in v.items() if k != "entity_id"}
+            by_entity[v["entity_id"]].append(RateVersionRow(**fields))
+    return [RateRow(r["entity_id"], r["currency"], by_entity[r["entity_id"]]) for r in rates]
