@@ -51,6 +51,9 @@ ENTITY_METADATA_KEY = "billtrail_entity_id"
 KIND_METADATA_KEY = "billtrail_kind"
 EVIDENCE_METADATA_KEY = "billtrail_evidence"
 PAGE = 100
+# Reads of an invoice whose lines take more than one request, when Stripe keeps
+# revising it between them; then `InvoiceKeptChanging`.
+PAGED_READS = 3
 
 
 T = TypeVar("T", bound=stripe.StripeObject)
@@ -58,6 +61,12 @@ T = TypeVar("T", bound=stripe.StripeObject)
 
 class UnresolvedEntity(LedgerError):
     """The invoice's customer names a billable entity the ledger does not have."""
+
+
+class InvoiceKeptChanging(stripe.StripeError):
+    """Stripe revised the invoice each time its lines were read (they take more
+    than one request). A Stripe error with no HTTP status: transient, so the
+    invoice's events wait for the next pass like any Stripe hiccup."""
 
 
 @dataclass(frozen=True)
@@ -451,17 +460,10 @@ class InvoiceReader:
             name = customer if isinstance(customer, str) else getattr(customer, "id", None)
             return NotForTheLedger(f"customer {name} is not linked to a billable entity")
         self._learn_rate_prices(resolved.entity_id)
-        lines: list[stripe.InvoiceLineItem] = list(invoice.lines.data)
-        if invoice.lines.has_more:
-            lines = list(
-                pages(
-                    lambda after: self.call(
-                        lambda: self.client.v1.invoices.line_items.list(
-                            invoice.id, line_page(after)
-                        )
-                    )
-                )
-            )
+        found = self._with_every_line(invoice)
+        if found is None:
+            return NotForTheLedger(f"Stripe has no invoice {invoice.id} (a deleted draft)")
+        invoice, lines = found
         if credit_notes is None:
             credit_notes = list(
                 pages(
@@ -481,6 +483,45 @@ class InvoiceReader:
             usage_type=self.prices.usage_type,
         )
 
+    def _with_every_line(
+        self, invoice: stripe.Invoice
+    ) -> tuple[stripe.Invoice, list[stripe.InvoiceLineItem]] | None:
+        """The invoice with all of its lines, read in one state of it. Past the lines
+        Stripe embeds, the rest take more requests, and a draft revised between them
+        would be mapped as its old totals with new lines (the gap ending up in the
+        difference line: a state Stripe never had). So the invoice is read again
+        after its lines and must be unchanged, else all is read again. The lines
+        are not checked to add up to the totals instead: Stripe's own discounts make
+        them differ, and that difference is real. None: the invoice is gone."""
+        for _ in range(PAGED_READS):
+            if not invoice.lines.has_more:
+                return invoice, list(invoice.lines.data)
+            lines = self._lines_of(invoice.id)
+            again = self.retrieve(invoice.id)
+            if again is None:
+                return None
+            embedded = _state_of(invoice, invoice.lines.data)
+            if (
+                embedded
+                == _state_of(again, again.lines.data)
+                == _state_of(invoice, lines[: len(invoice.lines.data)])
+            ):
+                return invoice, lines
+            invoice = again
+        raise InvoiceKeptChanging(
+            f"Stripe revised invoice {invoice.id} while its lines were read, "
+            f"{PAGED_READS} times: read it again later"
+        )
+
+    def _lines_of(self, invoice_id: str) -> list[stripe.InvoiceLineItem]:
+        return list(
+            pages(
+                lambda after: self.call(
+                    lambda: self.client.v1.invoices.line_items.list(invoice_id, line_page(after))
+                )
+            )
+        )
+
     def _learn_rate_prices(self, entity_id: str) -> None:
         try:
             rate = self.ledger.rate(entity_id)
@@ -492,6 +533,20 @@ class InvoiceReader:
         for fee in rate.fees.values():
             if fee.stripe_price_id:
                 self.prices.learn(fee.stripe_price_id, "licensed")
+
+
+def _state_of(
+    invoice: stripe.Invoice, first_lines: Sequence[stripe.InvoiceLineItem]
+) -> tuple[object, ...]:
+    """What changes when Stripe revises an invoice (it has no revision counter):
+    its status and amounts, and its first lines."""
+    return (
+        invoice.status,
+        invoice.subtotal,
+        invoice.total_excluding_tax,
+        invoice.total,
+        tuple((line.id, line.amount) for line in first_lines),
+    )
 
 
 def line_page(after: str | None) -> stripe.params.InvoiceLineItemListParams:
