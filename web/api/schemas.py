@@ -13,7 +13,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from billtrail.explain_schema import DecimalString
+from billtrail.explain_schema import DecimalString, EntitySchema
 from projections.invoices import STATUSES
 from web.validation import QueryArgs
 
@@ -167,14 +167,10 @@ class InvoiceDetailOut(Schema):
     history = fields.List(fields.Nested(StatusSpanOut), required=True)
 
 
-class EntityOut(Schema):
-    entity_id = fields.String(required=True)
-    name = fields.String(required=True)
-    kind = fields.String(required=True)
-    timezone = fields.String(required=True)
+class EntityOut(EntitySchema):
+    """An entity as the explanation shows it, with its contacts and registration."""
+
     emails = fields.List(fields.String(), required=True)
-    stripe_customer_id = fields.String(allow_none=True)
-    archived = fields.Boolean(required=True)
     registered_at = fields.AwareDateTime(required=True)
 
 
